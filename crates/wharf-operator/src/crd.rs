@@ -1,0 +1,448 @@
+//! The `WsgiApp` custom resource (`wharf.dev/v1alpha1`).
+//!
+//! Validation lives in the schema (OpenAPI constraints plus CEL `x-kubernetes-validations`) so the
+//! apiserver rejects bad specs at admission time; [`WsgiAppSpec::check`] repeats the few rules the
+//! reconciler depends on, for objects stored before a rule existed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext, ResourceRequirements,
+    SecurityContext, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Python `module:attribute` (dotted names on both sides), the shape `wharf APP` accepts.
+pub const APP_PATTERN: &str =
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$";
+
+/// A decimal ratio between 0 and 1 written as a string, because the API conventions forbid floats.
+pub const RATIO_PATTERN: &str = r"^(0(\.[0-9]{1,6})?|1(\.0{1,6})?)$";
+
+/// Desired state of a Python WSGI application served by wharf.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "wharf.dev",
+    version = "v1alpha1",
+    kind = "WsgiApp",
+    plural = "wsgiapps",
+    singular = "wsgiapp",
+    shortname = "wsgi",
+    namespaced,
+    cel,
+    status = "WsgiAppStatus",
+    derive = "PartialEq",
+    doc = "A Python WSGI application served by wharf",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))")
+        .message("set either replicas or autoscaling, not both")
+        .reason(kube::core::Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.autoscaling) || (has(self.resources) && has(self.resources.requests) && 'cpu' in self.resources.requests)")
+        .message("autoscaling on CPU utilization needs resources.requests.cpu")
+        .field_path(".resources"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WsgiAppSpec {
+    /// Container image holding the application (and, with `runtime: Bundled`, wharf itself).
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Image pull policy of the application container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// Secrets used to pull the application (and injector) image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// The WSGI application as `module:attribute`, e.g. `myproject.wsgi:application`.
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", APP_PATTERN.replace('\\', "\\\\")))
+        .message("app must look like module:attribute (dotted Python names)"))]
+    pub app: String,
+    /// Extra command-line flags passed to wharf after the operator's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Where the wharf server comes from: `Bundled` in the image, or `Injected` by an init container.
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// Image carrying the wharf runtime under /wharf (only used with `runtime: Injected`); defaults to
+    /// the operator's `--injector-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub injector_image: Option<String>,
+    /// wharf server settings.
+    #[serde(default)]
+    pub server: ServerSpec,
+    /// Fixed number of pods; leave unset when `autoscaling` is set. Defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    /// Horizontal autoscaling on CPU utilization; the HorizontalPodAutoscaler then owns the replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+    /// Compute resources of the application container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Environment variables of the application container; they win over the ones the operator sets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Sources of environment variables of the application container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFromSource>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Extra annotations on the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Extra labels on the pods (the operator's `app.kubernetes.io/*` labels cannot be overridden).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Replaces the default restricted pod security context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+    /// Replaces the default restricted container security context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+    /// The Service in front of the pods.
+    #[serde(default)]
+    pub service: ServiceSpec,
+    /// OpenTelemetry tracing of requests, configured through the standard `OTEL_*` variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
+    /// The PodDisruptionBudget; by default one with `maxUnavailable: 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<DisruptionBudgetSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Where the wharf server binary and Python package come from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Runtime {
+    /// The application image has wharf installed (`pip install wharf`); the container runs `wharf`.
+    #[default]
+    Bundled,
+    /// An init container copies wharf from `injectorImage` into a shared volume on `PYTHONPATH`;
+    /// the container runs `python -m wharf`.
+    Injected,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.port != self.adminPort").message("port and adminPort must differ"))]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSpec {
+    /// Worker processes (`--workers`); wharf's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub workers: Option<i32>,
+    /// Threads per worker (`--threads`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub threads: Option<i32>,
+    /// Request timeout (`--timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeout_seconds: Option<i32>,
+    /// Time wharf gets to drain in-flight requests on shutdown (`--graceful-timeout`).
+    #[serde(default = "default_graceful_timeout")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub graceful_timeout_seconds: i32,
+    /// Recycle a worker after this many requests (`--max-requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_requests: Option<i32>,
+    /// Delay before wharf is told to stop, so endpoints are removed from load balancers first.
+    #[serde(default = "default_pre_stop_delay")]
+    #[schemars(range(min = 0, max = 300))]
+    pub pre_stop_delay_seconds: i32,
+    /// Port of the HTTP listener.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Port of wharf's admin listener (`/livez`, `/readyz`, `/metrics`).
+    #[serde(default = "default_admin_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub admin_port: i32,
+}
+
+fn default_graceful_timeout() -> i32 {
+    30
+}
+fn default_pre_stop_delay() -> i32 {
+    5
+}
+fn default_port() -> i32 {
+    8000
+}
+fn default_admin_port() -> i32 {
+    9000
+}
+
+impl Default for ServerSpec {
+    fn default() -> Self {
+        ServerSpec {
+            workers: None,
+            threads: None,
+            timeout_seconds: None,
+            graceful_timeout_seconds: default_graceful_timeout(),
+            max_requests: None,
+            pre_stop_delay_seconds: default_pre_stop_delay(),
+            port: default_port(),
+            admin_port: default_admin_port(),
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
+    .message("minReplicas must not exceed maxReplicas")
+    .field_path(".minReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    #[serde(rename = "targetCPUUtilizationPercentage", default = "default_cpu_target")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
+    /// Passed through to the HorizontalPodAutoscaler's `spec.behavior`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<HorizontalPodAutoscalerBehavior>,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+fn default_cpu_target() -> i32 {
+    80
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(rename = "type", default)]
+    pub type_: ServiceType,
+    /// Port the Service listens on; forwards to the pods' HTTP port.
+    #[serde(default = "default_service_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn default_service_port() -> i32 {
+    80
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        ServiceSpec { type_: ServiceType::default(), port: default_service_port(), annotations: BTreeMap::new() }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    /// OTLP collector endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`), e.g. `http://otel-collector.observability:4317`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
+        .message("endpoint must be an http:// or https:// URL"))]
+    pub endpoint: Option<String>,
+    /// OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<OtlpProtocol>,
+    /// Fraction of traces sampled, a decimal string between "0" and "1" (e.g. "0.25").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", RATIO_PATTERN.replace('\\', "\\\\")))
+        .message("samplingRatio must be a decimal between 0 and 1, e.g. \"0.25\""))]
+    pub sampling_ratio: Option<String>,
+    /// `OTEL_SERVICE_NAME`; defaults to the WsgiApp's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!(has(self.minAvailable) && has(self.maxUnavailable))")
+    .message("set at most one of minAvailable and maxUnavailable"))]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionBudgetSpec {
+    /// Create a PodDisruptionBudget at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Observed state, written by the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WsgiAppStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pods of the current Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Pods passing their readiness probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// In-cluster URL of the Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Why a stored spec cannot be rendered even though the schema admitted it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("set either replicas or autoscaling, not both")]
+    ReplicasAndAutoscaling,
+    #[error("autoscaling.minReplicas ({min}) exceeds autoscaling.maxReplicas ({max})")]
+    MinAboveMax { min: i32, max: i32 },
+    #[error("app {0:?} is not of the form module:attribute")]
+    AppShape(String),
+    #[error("runtime Injected needs spec.injectorImage or the operator's --injector-image")]
+    NoInjectorImage,
+    #[error("server.port and server.adminPort are both {0}")]
+    PortClash(i32),
+}
+
+impl WsgiAppSpec {
+    /// Rules the renderer relies on; the CRD enforces them too, but objects stored under an older CRD
+    /// may not satisfy them.
+    pub fn check(&self, default_injector_image: Option<&str>) -> Result<(), SpecError> {
+        if self.replicas.is_some() && self.autoscaling.is_some() {
+            return Err(SpecError::ReplicasAndAutoscaling);
+        }
+        if let Some(a) = &self.autoscaling
+            && a.min_replicas > a.max_replicas
+        {
+            return Err(SpecError::MinAboveMax { min: a.min_replicas, max: a.max_replicas });
+        }
+        if !app_shape_ok(&self.app) {
+            return Err(SpecError::AppShape(self.app.clone()));
+        }
+        if self.runtime == Runtime::Injected && self.injector_image(default_injector_image).is_none() {
+            return Err(SpecError::NoInjectorImage);
+        }
+        if self.server.port == self.server.admin_port {
+            return Err(SpecError::PortClash(self.server.port));
+        }
+        Ok(())
+    }
+
+    /// The injector image in effect: the spec's, else the operator default.
+    pub fn injector_image<'a>(&'a self, default: Option<&'a str>) -> Option<&'a str> {
+        self.injector_image.as_deref().or(default).filter(|i| !i.is_empty())
+    }
+}
+
+/// Same language as [`APP_PATTERN`], without pulling in a regex engine.
+fn app_shape_ok(app: &str) -> bool {
+    fn dotted_ident(s: &str) -> bool {
+        !s.is_empty()
+            && s.split('.').all(|part| {
+                let mut chars = part.chars();
+                matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+    }
+    match app.split_once(':') {
+        Some((module, attr)) => dotted_ident(module) && dotted_ident(attr),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_shape_accepts_dotted_names_only() {
+        for ok in ["app:app", "my_pkg.wsgi:application", "a.b.c:factory.attr", "_m:_a"] {
+            assert!(app_shape_ok(ok), "{ok}");
+        }
+        for bad in ["app", ":app", "app:", "1mod:app", "mod:app()", "mod::app", "mod:a-b", "mod.:app", ""] {
+            assert!(!app_shape_ok(bad), "{bad}");
+        }
+    }
+}

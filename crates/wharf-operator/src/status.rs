@@ -1,0 +1,178 @@
+//! Pure status computation: the owned Deployment (and, in `Injected` mode, its pods) in, the
+//! WsgiApp's `status` out. Condition semantics follow the Kubernetes API conventions: `Ready` and
+//! `Progressing` are positive-polarity, `Degraded` is True when something needs a human.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::WsgiAppStatus;
+use crate::render::deployment::CONTAINER;
+use crate::render::runtime::UNSUPPORTED_PREFIX;
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// A failure of the last reconcile, to be shown as `Degraded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// CamelCase reason, e.g. `InvalidSpec` or `ApplyFailed`.
+    pub reason: String,
+    pub message: String,
+}
+
+/// What status computation looks at.
+pub struct Observed<'a> {
+    pub generation: Option<i64>,
+    pub deployment: Option<&'a Deployment>,
+    pub pods: &'a [Pod],
+    pub url: Option<String>,
+    pub failure: Option<Failure>,
+    /// Conditions currently stored, so unchanged conditions keep their lastTransitionTime.
+    pub previous: &'a [Condition],
+    pub now: Timestamp,
+}
+
+pub fn compute(o: &Observed) -> WsgiAppStatus {
+    let rollout = rollout(o.deployment);
+    let degraded = o
+        .failure
+        .clone()
+        .or_else(|| runtime_unsupported(o.pods))
+        .or_else(|| match &rollout {
+            Rollout::Failed(message) => {
+                Some(Failure { reason: "RolloutFailed".to_owned(), message: message.clone() })
+            }
+            _ => None,
+        });
+
+    let (ready, ready_reason, ready_message) = match &rollout {
+        Rollout::Missing => (false, "DeploymentMissing", "the Deployment does not exist yet".to_owned()),
+        Rollout::Complete { ready, desired } if ready >= desired => {
+            (true, "MinimumReplicasAvailable", format!("{ready}/{desired} replicas ready"))
+        }
+        Rollout::Complete { ready, desired } | Rollout::InProgress { ready, desired } => {
+            (false, "ReplicasNotReady", format!("{ready}/{desired} replicas ready"))
+        }
+        Rollout::Failed(message) => (false, "RolloutFailed", message.clone()),
+    };
+    let (progressing, progressing_reason, progressing_message) = match &rollout {
+        Rollout::Missing => (true, "Creating", "creating the Deployment".to_owned()),
+        Rollout::InProgress { .. } => (true, "RollingOut", "a new revision is rolling out".to_owned()),
+        Rollout::Complete { .. } => (false, "RolloutComplete", "the current revision is rolled out".to_owned()),
+        Rollout::Failed(message) => (false, "ProgressDeadlineExceeded", message.clone()),
+    };
+    let (degraded_status, degraded_reason, degraded_message) = match &degraded {
+        Some(f) => (true, f.reason.as_str(), f.message.clone()),
+        None => (false, "AsExpected", "no problems detected".to_owned()),
+    };
+
+    let deployment_status = o.deployment.and_then(|d| d.status.as_ref());
+    WsgiAppStatus {
+        observed_generation: o.generation,
+        replicas: deployment_status.and_then(|s| s.replicas),
+        ready_replicas: deployment_status.map(|s| s.ready_replicas.unwrap_or(0)),
+        url: o.url.clone(),
+        conditions: vec![
+            condition(o, READY, ready, ready_reason, ready_message),
+            condition(o, PROGRESSING, progressing, progressing_reason, progressing_message),
+            condition(o, DEGRADED, degraded_status, degraded_reason, degraded_message),
+        ],
+    }
+}
+
+/// Replaces the `Degraded` condition of an existing status, keeping everything else: used when a
+/// reconcile fails before the Deployment could be read.
+pub fn with_failure(previous: &WsgiAppStatus, generation: Option<i64>, failure: &Failure, now: Timestamp) -> WsgiAppStatus {
+    let o = Observed {
+        generation,
+        deployment: None,
+        pods: &[],
+        url: previous.url.clone(),
+        failure: None,
+        previous: &previous.conditions,
+        now,
+    };
+    let degraded = condition(&o, DEGRADED, true, &failure.reason, failure.message.clone());
+    let mut status = previous.clone();
+    status.conditions.retain(|c| c.type_ != DEGRADED);
+    status.conditions.push(degraded);
+    status
+}
+
+/// False while the app still needs watching closely (rolling out, or its state is unknown).
+pub fn is_settled(status: &WsgiAppStatus) -> bool {
+    status.conditions.iter().any(|c| c.type_ == PROGRESSING && c.status == "False")
+}
+
+enum Rollout {
+    Missing,
+    InProgress { ready: i32, desired: i32 },
+    Complete { ready: i32, desired: i32 },
+    Failed(String),
+}
+
+fn rollout(deployment: Option<&Deployment>) -> Rollout {
+    let Some(deployment) = deployment else { return Rollout::Missing };
+    let desired = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(status) = deployment.status.as_ref() else {
+        return Rollout::InProgress { ready: 0, desired };
+    };
+    let ready = status.ready_replicas.unwrap_or(0);
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+    {
+        return Rollout::Failed(c.message.clone().unwrap_or_else(|| "the rollout exceeded its progress deadline".to_owned()));
+    }
+    // Until the Deployment controller has seen the latest spec, its replica counts describe the
+    // previous revision.
+    let seen = deployment.metadata.generation.is_some() && status.observed_generation >= deployment.metadata.generation;
+    let updated = status.updated_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if !seen || updated < desired || total > updated || available < updated {
+        Rollout::InProgress { ready, desired }
+    } else {
+        Rollout::Complete { ready, desired }
+    }
+}
+
+/// The launcher of `Injected` mode leaves a message starting with [`UNSUPPORTED_PREFIX`] in the
+/// termination log when the image's Python cannot load the runtime.
+fn runtime_unsupported(pods: &[Pod]) -> Option<Failure> {
+    pods.iter()
+        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
+        .filter(|cs| cs.name == CONTAINER)
+        .flat_map(|cs| [cs.last_state.as_ref(), cs.state.as_ref()])
+        .flatten()
+        .filter_map(|s| s.terminated.as_ref()?.message.as_deref())
+        .find(|m| m.trim_start().starts_with(UNSUPPORTED_PREFIX))
+        .map(|m| Failure {
+            reason: "RuntimeUnsupported".to_owned(),
+            message: m.trim_start()[UNSUPPORTED_PREFIX.len()..].trim().to_owned(),
+        })
+}
+
+fn condition(o: &Observed, type_: &str, status: bool, reason: &str, message: String) -> Condition {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let last_transition_time = o
+        .previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(o.now));
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message,
+        observed_generation: o.generation,
+        last_transition_time,
+    }
+}
