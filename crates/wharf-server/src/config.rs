@@ -1,0 +1,209 @@
+//! Command line and environment configuration (`wharf --help`).
+//!
+//! Every flag can also be given as a `WHARF_<NAME>` environment variable so that container
+//! images and the operator can configure the server without rewriting the command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::listener::BindSpec;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "wharf",
+    version,
+    about = "A fast, PEP 3333-exact WSGI server",
+    after_help = "Every option can also be set through the environment as WHARF_<OPTION> \
+                  (e.g. WHARF_BIND=0.0.0.0:8000, WHARF_THREADS=16)."
+)]
+pub struct Config {
+    /// The WSGI application: `module:attribute` (`module` alone means `module:application`).
+    #[arg(env = "WHARF_APP", value_name = "APP")]
+    pub app: String,
+
+    /// Call the attribute with no arguments to obtain the application (an app factory).
+    #[arg(long, env = "WHARF_FACTORY")]
+    pub factory: bool,
+
+    /// Address to listen on: HOST:PORT, [IPv6]:PORT or unix:/path. Repeatable.
+    #[arg(
+        long = "bind",
+        short = 'b',
+        env = "WHARF_BIND",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:8000",
+        value_name = "ADDR"
+    )]
+    pub binds: Vec<BindSpec>,
+
+    /// Python threads serving requests in this worker.
+    #[arg(long, env = "WHARF_THREADS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub threads: u32,
+
+    /// Requests allowed to wait for a free Python thread; beyond that the server answers 503.
+    #[arg(long, env = "WHARF_QUEUE_SIZE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue_size: u32,
+
+    /// Listen backlog of the listening sockets.
+    #[arg(long, env = "WHARF_BACKLOG", default_value_t = 1024)]
+    pub backlog: u32,
+
+    /// Change to this directory before importing the application.
+    #[arg(long, env = "WHARF_CHDIR", value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Mount point of the application: SCRIPT_NAME, stripped from the front of PATH_INFO.
+    #[arg(long, env = "WHARF_ROOT_PATH", default_value = "", value_parser = parse_root_path)]
+    pub root_path: String,
+
+    /// Log level: error, warn, info, debug or trace (or a tracing filter directive).
+    #[arg(long, env = "WHARF_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Format of the server's own log lines (written to stderr).
+    #[arg(long, env = "WHARF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Write one access-log line per finished response to stdout.
+    #[arg(long, env = "WHARF_ACCESS_LOG")]
+    pub access_log: bool,
+
+    /// Format of access-log lines.
+    #[arg(long, env = "WHARF_ACCESS_LOG_FORMAT", value_enum, default_value_t = AccessLogFormat::Combined)]
+    pub access_log_format: AccessLogFormat,
+
+    /// Longest accepted request target (the URI in the request line), in bytes; longer gets 414.
+    #[arg(long, env = "WHARF_LIMIT_REQUEST_LINE", default_value_t = 8190, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub limit_request_line: u32,
+
+    /// Most header fields accepted in one request; more gets 431.
+    #[arg(long, env = "WHARF_LIMIT_REQUEST_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit_request_headers: u32,
+
+    /// Largest total size of the request head (request line and all header fields), in bytes; larger gets 431.
+    #[arg(long, env = "WHARF_LIMIT_REQUEST_HEADERS_SIZE", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub limit_request_headers_size: u32,
+
+    /// Largest request body accepted, in bytes (0: no limit); larger gets 413.
+    #[arg(long, env = "WHARF_LIMIT_REQUEST_BODY", default_value_t = 0)]
+    pub limit_request_body: u64,
+
+    /// Seconds a client may take to send a complete request head (measured from when the
+    /// server starts waiting for it); then the connection is closed.
+    #[arg(long, env = "WHARF_HEADER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub header_timeout: Duration,
+
+    /// Seconds an idle keep-alive connection is kept open.
+    #[arg(long, env = "WHARF_KEEP_ALIVE_TIMEOUT", default_value = "5", value_parser = parse_seconds)]
+    pub keep_alive_timeout: Duration,
+
+    /// Seconds a client may stall while the app reads the request body or while a response
+    /// waits to be written; then the connection is dropped.
+    #[arg(long, env = "WHARF_IO_TIMEOUT", default_value = "60", value_parser = parse_seconds)]
+    pub io_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessLogFormat {
+    Combined,
+    Json,
+}
+
+impl Config {
+    /// `module:attribute` split in two, with `application` as the default attribute.
+    pub fn app_target(&self) -> Result<(&str, &str), String> {
+        let (module, attr) = match self.app.split_once(':') {
+            Some((m, a)) => (m, a),
+            None => (self.app.as_str(), "application"),
+        };
+        let valid_module = !module.is_empty()
+            && module
+                .split('.')
+                .all(|part| !part.is_empty() && part.chars().all(|c| c == '_' || c.is_alphanumeric()));
+        if !valid_module {
+            return Err(format!(
+                "invalid APP {:?}: expected `module:attribute`, e.g. `myproject.wsgi:application`",
+                self.app
+            ));
+        }
+        let valid_attr = !attr.is_empty()
+            && attr
+                .split('.')
+                .all(|part| !part.is_empty() && part.chars().all(|c| c == '_' || c.is_alphanumeric()));
+        if !valid_attr {
+            return Err(format!("invalid APP {:?}: attribute {attr:?} is not a Python name", self.app));
+        }
+        Ok((module, attr))
+    }
+}
+
+fn parse_seconds(value: &str) -> Result<Duration, String> {
+    let secs: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        return Err(format!("{value:?} must be between 0 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_root_path(value: &str) -> Result<String, String> {
+    let trimmed = value.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    if !trimmed.starts_with('/') {
+        return Err(format!("{value:?} must start with '/'"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("wharf").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn app_target_defaults_to_application() {
+        let cfg = parse(&["pkg.mod"]).expect("parses");
+        assert_eq!(cfg.app_target(), Ok(("pkg.mod", "application")));
+        let cfg = parse(&["pkg.mod:create.app"]).expect("parses");
+        assert_eq!(cfg.app_target(), Ok(("pkg.mod", "create.app")));
+    }
+
+    #[test]
+    fn app_target_rejects_bad_shapes() {
+        for bad in ["", ":app", "mod:", "a..b:app", "mod:app-x", "mod:a:b"] {
+            let cfg = parse(&[bad]).expect("clap accepts any string");
+            assert!(cfg.app_target().is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn binds_repeat_and_split() {
+        let cfg = parse(&["--bind", "127.0.0.1:1", "-b", "unix:/tmp/x.sock,[::1]:2", "app"]).expect("parses");
+        assert_eq!(cfg.binds.len(), 3);
+    }
+
+    #[test]
+    fn seconds_and_root_path_are_validated() {
+        assert!(parse(&["--header-timeout", "0", "app"]).is_err());
+        assert!(parse(&["--header-timeout", "abc", "app"]).is_err());
+        assert_eq!(parse(&["--keep-alive-timeout", "0.5", "app"]).expect("parses").keep_alive_timeout, Duration::from_millis(500));
+        assert!(parse(&["--root-path", "api", "app"]).is_err());
+        assert_eq!(parse(&["--root-path", "/api/", "app"]).expect("parses").root_path, "/api");
+        assert!(parse(&["--threads", "0", "app"]).is_err());
+    }
+}

@@ -1,0 +1,313 @@
+//! Building the PEP 3333 `environ` dict for one request.
+//!
+//! Constant entries live in a template dict that is copied per request; keys are interned
+//! Python strings created once, and HTTP_* keys are cached per thread by header name.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, Version};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+use crate::listener::Peer;
+
+/// Settings that are the same for every request served by this process.
+pub struct EnvironSettings {
+    pub root_path: String,
+    pub multithread: bool,
+    pub multiprocess: bool,
+}
+
+macro_rules! keys {
+    ($($field:ident = $name:literal),* $(,)?) => {
+        /// Interned environ keys.
+        pub struct Keys { $(pub $field: Py<PyString>,)* }
+        impl Keys {
+            fn new(py: Python<'_>) -> Self {
+                Keys { $($field: PyString::intern(py, $name).unbind(),)* }
+            }
+        }
+    };
+}
+
+keys! {
+    request_method = "REQUEST_METHOD",
+    script_name = "SCRIPT_NAME",
+    path_info = "PATH_INFO",
+    query_string = "QUERY_STRING",
+    raw_uri = "RAW_URI",
+    request_uri = "REQUEST_URI",
+    content_type = "CONTENT_TYPE",
+    content_length = "CONTENT_LENGTH",
+    server_name = "SERVER_NAME",
+    server_port = "SERVER_PORT",
+    server_protocol = "SERVER_PROTOCOL",
+    server_software = "SERVER_SOFTWARE",
+    remote_addr = "REMOTE_ADDR",
+    remote_port = "REMOTE_PORT",
+    wsgi_version = "wsgi.version",
+    wsgi_url_scheme = "wsgi.url_scheme",
+    wsgi_input = "wsgi.input",
+    wsgi_errors = "wsgi.errors",
+    wsgi_multithread = "wsgi.multithread",
+    wsgi_multiprocess = "wsgi.multiprocess",
+    wsgi_run_once = "wsgi.run_once",
+    wsgi_input_terminated = "wsgi.input_terminated",
+    wsgi_file_wrapper = "wsgi.file_wrapper",
+}
+
+/// Shared, immutable pieces of every environ.
+pub struct EnvironTemplate {
+    pub keys: Keys,
+    template: Py<PyDict>,
+    root_path: String,
+}
+
+/// Per-thread cache of HTTP_* keys, so header names are converted and interned once.
+#[derive(Default)]
+pub struct HeaderKeyCache {
+    keys: HashMap<HeaderName, Option<Py<PyString>>>,
+}
+
+/// Arbitrary header names are attacker-chosen; past this many distinct names the cache stops
+/// growing and the rest are converted per request.
+const HEADER_KEY_CACHE_LIMIT: usize = 512;
+
+impl EnvironTemplate {
+    pub fn new(
+        py: Python<'_>,
+        settings: &EnvironSettings,
+        errors: Bound<'_, PyAny>,
+        file_wrapper: Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let keys = Keys::new(py);
+        let template = PyDict::new(py);
+        template.set_item(&keys.wsgi_version, PyTuple::new(py, [1, 0])?)?;
+        template.set_item(&keys.wsgi_url_scheme, "http")?;
+        template.set_item(&keys.wsgi_errors, errors)?;
+        template.set_item(&keys.wsgi_multithread, settings.multithread)?;
+        template.set_item(&keys.wsgi_multiprocess, settings.multiprocess)?;
+        template.set_item(&keys.wsgi_run_once, false)?;
+        template.set_item(&keys.wsgi_input_terminated, true)?;
+        template.set_item(&keys.wsgi_file_wrapper, file_wrapper)?;
+        template.set_item(&keys.script_name, &settings.root_path)?;
+        template.set_item(&keys.server_software, concat!("wharf/", env!("CARGO_PKG_VERSION")))?;
+        Ok(EnvironTemplate { keys, template: template.unbind(), root_path: settings.root_path.clone() })
+    }
+
+    /// The environ for one request; `input` becomes `wsgi.input`.
+    pub fn build<'py>(
+        &self,
+        py: Python<'py>,
+        cache: &mut HeaderKeyCache,
+        parts: &http::request::Parts,
+        peer: &Peer,
+        input: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let k = &self.keys;
+        let env = self.template.bind(py).copy()?;
+        env.set_item(&k.request_method, parts.method.as_str())?;
+
+        let raw_path = parts.uri.path();
+        let decoded = percent_decode(raw_path.as_bytes());
+        let path_info = strip_root(&decoded, self.root_path.as_bytes());
+        env.set_item(&k.path_info, latin1(py, path_info))?;
+        env.set_item(&k.query_string, parts.uri.query().unwrap_or(""))?;
+        let target = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or(raw_path);
+        let target = latin1(py, target.as_bytes());
+        env.set_item(&k.raw_uri, &target)?;
+        env.set_item(&k.request_uri, &target)?;
+        env.set_item(&k.server_protocol, protocol(parts.version))?;
+
+        let (server_name, server_port) = server_name_port(&parts.headers, peer.local);
+        env.set_item(&k.server_name, latin1(py, server_name.as_bytes()))?;
+        env.set_item(&k.server_port, server_port)?;
+        if let Some(remote) = peer.remote {
+            env.set_item(&k.remote_addr, remote.ip().to_string())?;
+            env.set_item(&k.remote_port, remote.port().to_string())?;
+        }
+        env.set_item(&k.wsgi_input, input)?;
+
+        for name in parts.headers.keys() {
+            let Some(key) = cache.key(py, k, name) else { continue };
+            let mut values = parts.headers.get_all(name).iter();
+            let Some(first) = values.next() else { continue };
+            let value = match values.next() {
+                None => latin1(py, first.as_bytes()),
+                Some(second) => {
+                    let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
+                    let mut joined = first.as_bytes().to_vec();
+                    for v in std::iter::once(second).chain(values) {
+                        joined.extend_from_slice(sep);
+                        joined.extend_from_slice(v.as_bytes());
+                    }
+                    latin1(py, &joined)
+                }
+            };
+            env.set_item(key.bind(py), value)?;
+        }
+        Ok(env)
+    }
+}
+
+impl HeaderKeyCache {
+    /// The environ key for a header, or `None` for headers that must not reach the app.
+    fn key(&mut self, py: Python<'_>, keys: &Keys, name: &HeaderName) -> Option<Py<PyString>> {
+        if let Some(cached) = self.keys.get(name) {
+            return cached.as_ref().map(|k| k.clone_ref(py));
+        }
+        let key = if name == header::CONTENT_TYPE {
+            Some(keys.content_type.clone_ref(py))
+        } else if name == header::CONTENT_LENGTH {
+            Some(keys.content_length.clone_ref(py))
+        } else {
+            environ_key(name.as_str()).map(|k| PyString::intern(py, &k).unbind())
+        };
+        if self.keys.len() < HEADER_KEY_CACHE_LIMIT {
+            self.keys.insert(name.clone(), key.as_ref().map(|k| k.clone_ref(py)));
+        }
+        key
+    }
+}
+
+/// `HTTP_*` name of a header. Names with `_` are refused: `X-Forwarded_For` would otherwise
+/// collide with `X-Forwarded-For` in environ and let a client spoof what a proxy set.
+pub fn environ_key(header: &str) -> Option<String> {
+    if header.contains('_') {
+        return None;
+    }
+    let mut key = String::with_capacity(header.len() + 5);
+    key.push_str("HTTP_");
+    key.extend(header.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }));
+    Some(key)
+}
+
+/// `%XX` decoding of a URL path into raw bytes; malformed escapes are kept as they are.
+pub fn percent_decode(input: &[u8]) -> Vec<u8> {
+    fn hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' && i + 2 < input.len() {
+            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+/// PATH_INFO is the path below SCRIPT_NAME when the request is inside the mount point.
+pub fn strip_root<'a>(path: &'a [u8], root: &[u8]) -> &'a [u8] {
+    if root.is_empty() {
+        return path;
+    }
+    match path.strip_prefix(root) {
+        Some(rest) if rest.is_empty() || rest.starts_with(b"/") => rest,
+        _ => path,
+    }
+}
+
+/// SERVER_NAME and SERVER_PORT: from the Host header when present (that is what clients
+/// addressed), else from the local socket address.
+pub fn server_name_port(headers: &HeaderMap, local: Option<SocketAddr>) -> (String, String) {
+    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        let host = host.trim();
+        if !host.is_empty() {
+            let (name, port) = split_host(host);
+            return (name.to_owned(), port.unwrap_or("80").to_owned());
+        }
+    }
+    match local {
+        Some(addr) => (addr.ip().to_string(), addr.port().to_string()),
+        None => ("localhost".to_owned(), "80".to_owned()),
+    }
+}
+
+/// Splits `host[:port]`, including bracketed IPv6 literals.
+pub fn split_host(host: &str) -> (&str, Option<&str>) {
+    if host.starts_with('[') {
+        if let Some(end) = host.find(']') {
+            let port = host[end + 1..].strip_prefix(':').filter(|p| !p.is_empty());
+            return (&host[..=end], port);
+        }
+        return (host, None);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => (name, Some(port)),
+        _ => (host, None),
+    }
+}
+
+fn protocol(version: Version) -> &'static str {
+    if version == Version::HTTP_10 { "HTTP/1.0" } else { "HTTP/1.1" }
+}
+
+/// Bytes as a Python str, one code point per byte (the PEP 3333 "native string" rule).
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    if bytes.is_ascii() {
+        if let Ok(s) = std::str::from_utf8(bytes) {
+            return PyString::new(py, s);
+        }
+    }
+    let s: String = bytes.iter().map(|&b| char::from(b)).collect();
+    PyString::new(py, &s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_keys() {
+        assert_eq!(environ_key("user-agent").as_deref(), Some("HTTP_USER_AGENT"));
+        assert_eq!(environ_key("x-a-b").as_deref(), Some("HTTP_X_A_B"));
+        assert_eq!(environ_key("x_forwarded_for"), None);
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode(b"/a%20b"), b"/a b");
+        assert_eq!(percent_decode(b"/%E2%82%AC"), vec![b'/', 0xE2, 0x82, 0xAC]);
+        assert_eq!(percent_decode(b"/%2Fx"), b"//x");
+        assert_eq!(percent_decode(b"/%zz%4"), b"/%zz%4");
+        assert_eq!(percent_decode(b"%41"), b"A");
+        assert_eq!(percent_decode(b"%4"), b"%4");
+        assert_eq!(percent_decode(b"%"), b"%");
+    }
+
+    #[test]
+    fn root_path_is_stripped_only_on_segment_boundaries() {
+        assert_eq!(strip_root(b"/api/users", b"/api"), b"/users");
+        assert_eq!(strip_root(b"/api", b"/api"), b"");
+        assert_eq!(strip_root(b"/apix", b"/api"), b"/apix");
+        assert_eq!(strip_root(b"/other", b"/api"), b"/other");
+        assert_eq!(strip_root(b"/x", b""), b"/x");
+    }
+
+    #[test]
+    fn server_name_from_host_or_socket() {
+        let mut h = HeaderMap::new();
+        let local: SocketAddr = "127.0.0.1:8000".parse().expect("addr");
+        assert_eq!(server_name_port(&h, Some(local)), ("127.0.0.1".into(), "8000".into()));
+        h.insert(header::HOST, "example.com:8080".parse().expect("value"));
+        assert_eq!(server_name_port(&h, Some(local)), ("example.com".into(), "8080".into()));
+        h.insert(header::HOST, "example.com".parse().expect("value"));
+        assert_eq!(server_name_port(&h, Some(local)), ("example.com".into(), "80".into()));
+        h.insert(header::HOST, "[::1]:9".parse().expect("value"));
+        assert_eq!(server_name_port(&h, Some(local)), ("[::1]".into(), "9".into()));
+    }
+}

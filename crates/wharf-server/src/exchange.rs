@@ -1,0 +1,47 @@
+//! What the I/O side and the Python threads hand each other: a [`Job`] goes to a Python
+//! thread, a [`Reply`] (status, headers and how the body will arrive) comes back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use hyper::body::Incoming;
+use hyper::ext::ReasonPhrase;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::listener::Peer;
+
+/// One request waiting for (or being served by) a Python thread.
+pub struct Job {
+    pub parts: http::request::Parts,
+    /// `None` when the request cannot carry a body (no Content-Length, no Transfer-Encoding),
+    /// so the app sees an empty `wsgi.input` without touching the connection.
+    pub body: Option<Incoming>,
+    pub peer: Arc<Peer>,
+    pub reply: oneshot::Sender<Reply>,
+    pub enqueued: Instant,
+}
+
+/// A response chunk, or the news that the response cannot be completed (the app failed after
+/// the head was sent), which makes hyper abort the connection so the client sees truncation.
+pub type Chunk = Result<Bytes, StreamAborted>;
+
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the application failed while streaming the response")]
+pub struct StreamAborted;
+
+/// The response head and its body, as produced by the Python side.
+pub struct Reply {
+    pub status: StatusCode,
+    pub reason: Option<ReasonPhrase>,
+    pub headers: HeaderMap,
+    pub body: ReplyBody,
+}
+
+pub enum ReplyBody {
+    /// The whole body is known (a list response, an error page, or an empty body).
+    Full(Bytes),
+    /// The first chunk, then more through the channel until it closes.
+    Stream { first: Bytes, rest: mpsc::Receiver<Chunk> },
+}

@@ -1,0 +1,236 @@
+//! Serving one request on a Python thread: environ → app → response → close().
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::environ::{EnvironTemplate, HeaderKeyCache};
+use crate::exchange::Job;
+use crate::file_wrapper::{FileSource, FileWrapper};
+use crate::input::{BodyFailure, WsgiInput};
+use crate::listener::Peer;
+use crate::pyerr;
+use crate::start_response::{ClientGone, Responder, StartResponse};
+
+/// Everything a Python thread needs to serve requests.
+pub struct AppContext {
+    pub app: Py<PyAny>,
+    pub environ: EnvironTemplate,
+    pub limit_request_body: u64,
+    pub io_timeout: Duration,
+}
+
+/// How producing a response failed.
+enum Failure {
+    App(PyErr),
+    ClientGone,
+}
+
+impl From<PyErr> for Failure {
+    fn from(err: PyErr) -> Self {
+        Failure::App(err)
+    }
+}
+
+impl From<ClientGone> for Failure {
+    fn from(_: ClientGone) -> Self {
+        Failure::ClientGone
+    }
+}
+
+pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job: Job) {
+    let Job { parts, body, peer, reply, enqueued: _ } = job;
+    let objects = Bound::new(py, StartResponse::new(Responder::new(reply, ctx.io_timeout))).and_then(|sr| {
+        let input = Bound::new(py, WsgiInput::new(body, ctx.limit_request_body, ctx.io_timeout))?;
+        Ok((sr, input))
+    });
+    let (start_response, input) = match objects {
+        Ok(objects) => objects,
+        Err(err) => {
+            tracing::error!("cannot set up the request: {}", pyerr::one_line(py, &err));
+            return;
+        }
+    };
+    match serve(py, ctx, cache, &parts, &peer, &input, &start_response) {
+        Ok(()) => {}
+        Err(Failure::ClientGone) => {
+            tracing::debug!(method = %parts.method, path = parts.uri.path(), "client went away before the response was complete");
+        }
+        Err(Failure::App(err)) => report_app_error(py, start_response.get(), &parts, &err, input.get().failure()),
+    }
+}
+
+fn serve(
+    py: Python<'_>,
+    ctx: &AppContext,
+    cache: &mut HeaderKeyCache,
+    parts: &http::request::Parts,
+    peer: &Peer,
+    input: &Bound<'_, WsgiInput>,
+    start_response: &Bound<'_, StartResponse>,
+) -> Result<(), Failure> {
+    let environ = ctx.environ.build(py, cache, parts, peer, input.clone().into_any())?;
+    let result = ctx.app.bind(py).call1((environ, start_response))?;
+    let sent = send_result(py, start_response.get(), &result, parts.method == Method::HEAD);
+    // PEP 3333: close() is called exactly once, whatever happened while iterating.
+    let closed = close(&result);
+    sent?;
+    closed?;
+    Ok(())
+}
+
+fn close(result: &Bound<'_, PyAny>) -> PyResult<()> {
+    if result.hasattr("close")? {
+        result.call_method0("close")?;
+    }
+    Ok(())
+}
+
+fn require_head(sr: &StartResponse) -> Result<(), Failure> {
+    if sr.with(|r| r.has_head() || r.head_sent())? {
+        Ok(())
+    } else {
+        Err(Failure::App(PyRuntimeError::new_err(
+            "the application produced a response body before calling start_response()",
+        )))
+    }
+}
+
+fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Result<&'a Bound<'py, PyBytes>, Failure> {
+    item.cast::<PyBytes>().map_err(|_| {
+        Failure::App(PyTypeError::new_err(format!(
+            "the response iterable must yield bytes, not {}",
+            item.get_type()
+        )))
+    })
+}
+
+fn send_result(py: Python<'_>, sr: &StartResponse, result: &Bound<'_, PyAny>, is_head: bool) -> Result<(), Failure> {
+    // A list or tuple is complete already: one message carries head and body, with an exact
+    // Content-Length, and no per-chunk hand-off is needed.
+    if let Ok(list) = result.cast::<PyList>() {
+        return send_sequence(py, sr, list.iter());
+    }
+    if let Ok(tuple) = result.cast::<PyTuple>() {
+        return send_sequence(py, sr, tuple.iter());
+    }
+    if let Ok(wrapper) = result.cast::<FileWrapper>() {
+        if let Some(source) = wrapper.get().file_source(py) {
+            return send_file(py, sr, source, is_head);
+        }
+    }
+    for item in result.try_iter()? {
+        let item = item?;
+        let bytes = as_bytes(&item)?;
+        if bytes.as_bytes().is_empty() {
+            continue;
+        }
+        require_head(sr)?;
+        let chunk = Bytes::copy_from_slice(bytes.as_bytes());
+        sr.with(|r| r.send_chunk(py, chunk))??;
+    }
+    require_head(sr)?;
+    sr.with(Responder::finish)??;
+    Ok(())
+}
+
+fn send_sequence<'py>(
+    py: Python<'py>,
+    sr: &StartResponse,
+    items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
+) -> Result<(), Failure> {
+    require_head(sr)?;
+    let mut body: Option<Bytes> = None;
+    let mut merged: Option<BytesMut> = None;
+    let streaming = sr.with(|r| r.head_sent())?;
+    for item in items {
+        let bytes = as_bytes(&item)?.as_bytes();
+        if streaming {
+            let chunk = Bytes::copy_from_slice(bytes);
+            sr.with(|r| r.send_chunk(py, chunk))??;
+            continue;
+        }
+        match (&mut merged, &body) {
+            (Some(buf), _) => buf.extend_from_slice(bytes),
+            (None, None) => body = Some(Bytes::copy_from_slice(bytes)),
+            (None, Some(first)) => {
+                let mut buf = BytesMut::with_capacity(first.len() + bytes.len());
+                buf.extend_from_slice(first);
+                buf.extend_from_slice(bytes);
+                merged = Some(buf);
+            }
+        }
+    }
+    if streaming {
+        sr.with(Responder::finish)??;
+        return Ok(());
+    }
+    let body = merged.map(BytesMut::freeze).or(body).unwrap_or_default();
+    sr.with(|r| r.send_full(body))??;
+    Ok(())
+}
+
+fn send_file(py: Python<'_>, sr: &StartResponse, mut source: FileSource, is_head: bool) -> Result<(), Failure> {
+    require_head(sr)?;
+    let mut remaining = match sr.with(|r| r.declared_content_length())? {
+        Some(declared) => declared.min(source.len),
+        None => {
+            sr.with(|r| r.declare_content_length(source.len))?;
+            source.len
+        }
+    };
+    if is_head {
+        remaining = 0;
+    }
+    while remaining > 0 {
+        let block = py
+            .detach(|| source.read_block(remaining))
+            .map_err(|e| PyErr::from(e))?;
+        if block.is_empty() {
+            break;
+        }
+        remaining -= block.len() as u64;
+        sr.with(|r| r.send_chunk(py, Bytes::from(block)))??;
+    }
+    sr.with(Responder::finish)??;
+    Ok(())
+}
+
+fn report_app_error(
+    py: Python<'_>,
+    sr: &StartResponse,
+    parts: &http::request::Parts,
+    err: &PyErr,
+    input_failure: BodyFailure,
+) {
+    let (status, message) = match input_failure {
+        BodyFailure::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+        BodyFailure::TimedOut => (StatusCode::REQUEST_TIMEOUT, "Timed out reading the request body"),
+        BodyFailure::Disconnected | BodyFailure::None => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+    };
+    if input_failure == BodyFailure::None || status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(
+            method = %parts.method,
+            path = parts.uri.path(),
+            "application error: {}",
+            pyerr::traceback(py, err)
+        );
+    } else {
+        tracing::warn!(method = %parts.method, path = parts.uri.path(), status = status.as_u16(), "{message}");
+    }
+    let sent = sr.with(|r| {
+        if r.head_sent() {
+            r.abort();
+            Ok(())
+        } else {
+            r.send_error(status, message)
+        }
+    });
+    if !matches!(sent, Ok(Ok(()))) {
+        tracing::debug!("client went away before the error response");
+    }
+}

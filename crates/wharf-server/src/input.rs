@@ -1,0 +1,216 @@
+//! `wsgi.input`: the request body, streamed from the connection as the app reads it.
+//!
+//! Nothing is read before the app asks, so `Expect: 100-continue` is answered only on the
+//! first read, and a large upload never sits in memory as a whole.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::blocking::block_on_until;
+
+/// Why reading the body failed, so the response can say so (413, 408) instead of a bare 500.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BodyFailure {
+    None = 0,
+    TooLarge = 1,
+    TimedOut = 2,
+    Disconnected = 3,
+}
+
+#[pyclass(frozen, module = "wharf")]
+pub struct WsgiInput {
+    reader: Mutex<BodyReader>,
+    failure: AtomicU8,
+}
+
+struct BodyReader {
+    body: Option<Incoming>,
+    pending: Bytes,
+    received: u64,
+    limit: u64,
+    io_timeout: Duration,
+}
+
+enum Fill {
+    Data,
+    Eof,
+}
+
+impl WsgiInput {
+    /// `limit` is the largest body accepted (0: none).
+    pub fn new(body: Option<Incoming>, limit: u64, io_timeout: Duration) -> Self {
+        WsgiInput {
+            reader: Mutex::new(BodyReader { body, pending: Bytes::new(), received: 0, limit, io_timeout }),
+            failure: AtomicU8::new(BodyFailure::None as u8),
+        }
+    }
+
+    pub fn failure(&self) -> BodyFailure {
+        match self.failure.load(Ordering::Relaxed) {
+            1 => BodyFailure::TooLarge,
+            2 => BodyFailure::TimedOut,
+            3 => BodyFailure::Disconnected,
+            _ => BodyFailure::None,
+        }
+    }
+
+    fn with_reader<R>(&self, f: impl FnOnce(&mut BodyReader) -> Result<R, BodyFailure>) -> PyResult<R> {
+        let mut reader = self
+            .reader
+            .lock()
+            .map_err(|_| PyOSError::new_err("wsgi.input is unusable after an earlier failure"))?;
+        f(&mut reader).map_err(|failure| {
+            self.failure.store(failure as u8, Ordering::Relaxed);
+            match failure {
+                BodyFailure::TooLarge => PyValueError::new_err(format!(
+                    "request body exceeds the server limit of {} bytes",
+                    reader.limit
+                )),
+                BodyFailure::TimedOut => PyOSError::new_err("timed out waiting for the request body"),
+                _ => PyOSError::new_err("client disconnected while sending the request body"),
+            }
+        })
+    }
+}
+
+impl BodyReader {
+    /// Gets the next piece of the body into `pending` (which must be empty).
+    fn fill(&mut self, py: Python<'_>) -> Result<Fill, BodyFailure> {
+        let Some(body) = self.body.as_mut() else { return Ok(Fill::Eof) };
+        let deadline = Instant::now() + self.io_timeout;
+        loop {
+            let frame = py.detach(|| block_on_until(body.frame(), deadline));
+            match frame {
+                Err(_) => return Err(BodyFailure::TimedOut),
+                Ok(None) => {
+                    self.body = None;
+                    return Ok(Fill::Eof);
+                }
+                Ok(Some(Err(_))) => {
+                    self.body = None;
+                    return Err(BodyFailure::Disconnected);
+                }
+                Ok(Some(Ok(frame))) => {
+                    // Trailers carry no body bytes; keep reading.
+                    let Ok(data) = frame.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    self.received += data.len() as u64;
+                    if self.limit > 0 && self.received > self.limit {
+                        self.body = None;
+                        return Err(BodyFailure::TooLarge);
+                    }
+                    self.pending = data;
+                    return Ok(Fill::Data);
+                }
+            }
+        }
+    }
+
+    /// Up to `size` bytes (all remaining when `None`).
+    fn read(&mut self, py: Python<'_>, size: Option<usize>) -> Result<Vec<u8>, BodyFailure> {
+        let mut out = Vec::new();
+        loop {
+            let want = size.map_or(usize::MAX, |s| s - out.len());
+            if want == 0 {
+                return Ok(out);
+            }
+            if self.pending.is_empty() {
+                if let Fill::Eof = self.fill(py)? {
+                    return Ok(out);
+                }
+            }
+            let take = want.min(self.pending.len());
+            out.extend_from_slice(&self.pending.split_to(take));
+        }
+    }
+
+    /// Up to and including the next `\n`, at most `size` bytes.
+    fn readline(&mut self, py: Python<'_>, size: Option<usize>) -> Result<Vec<u8>, BodyFailure> {
+        let mut out = Vec::new();
+        loop {
+            let want = size.map_or(usize::MAX, |s| s - out.len());
+            if want == 0 {
+                return Ok(out);
+            }
+            if self.pending.is_empty() {
+                if let Fill::Eof = self.fill(py)? {
+                    return Ok(out);
+                }
+            }
+            let window = want.min(self.pending.len());
+            match self.pending[..window].iter().position(|&b| b == b'\n') {
+                Some(pos) => {
+                    out.extend_from_slice(&self.pending.split_to(pos + 1));
+                    return Ok(out);
+                }
+                None => out.extend_from_slice(&self.pending.split_to(window)),
+            }
+        }
+    }
+}
+
+/// Python's convention: a negative or missing size means "no limit".
+fn size_arg(size: Option<isize>) -> Option<usize> {
+    size.and_then(|s| usize::try_from(s).ok())
+}
+
+#[pymethods]
+impl WsgiInput {
+    #[pyo3(signature = (size = None))]
+    fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.with_reader(|r| r.read(py, size_arg(size)))?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (size = None))]
+    fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.with_reader(|r| r.readline(py, size_arg(size)))?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// All remaining lines; stops once about `hint` bytes were read, if given.
+    #[pyo3(signature = (hint = None))]
+    fn readlines<'py>(&self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+        let hint = size_arg(hint).filter(|&h| h > 0);
+        let lines = PyList::empty(py);
+        let mut total = 0;
+        loop {
+            let line = self.with_reader(|r| r.readline(py, None))?;
+            if line.is_empty() {
+                return Ok(lines);
+            }
+            total += line.len();
+            lines.append(PyBytes::new(py, &line))?;
+            if hint.is_some_and(|h| total >= h) {
+                return Ok(lines);
+            }
+        }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let line = self.with_reader(|r| r.readline(py, None))?;
+        if line.is_empty() {
+            return Err(PyStopIteration::new_err(()));
+        }
+        Ok(PyBytes::new(py, &line))
+    }
+
+    fn readable(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,45 @@
+//! wharf: a PEP 3333 WSGI server on hyper, tokio and pyo3.
+//!
+//! A request flows one way: `server` accepts and parses (hyper) → `service` checks and queues
+//! it → a `pool` thread builds the `environ` and calls the app (`handler`) → the reply travels
+//! back through `exchange` and is written by hyper from a `response_body`.
+
+pub mod access_log;
+pub mod app;
+pub mod blocking;
+pub mod config;
+pub mod environ;
+pub mod error;
+pub mod errors_stream;
+pub mod exchange;
+pub mod file_wrapper;
+pub mod handler;
+pub mod input;
+pub mod limits;
+pub mod listener;
+pub mod pool;
+pub mod pyerr;
+pub mod queue;
+pub mod response_body;
+pub mod response_head;
+pub mod server;
+pub mod service;
+pub mod start_response;
+pub mod telemetry;
+pub mod worker;
+
+use pyo3::prelude::*;
+
+/// Runs the server with a full command line (`sys.argv`); returns the exit code.
+#[pyfunction]
+fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
+    worker::main(py, argv)
+}
+
+#[pymodule(name = "_wharf")]
+fn wharf_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(run, m)?)?;
+    m.add_class::<file_wrapper::FileWrapper>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

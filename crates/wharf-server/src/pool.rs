@@ -1,0 +1,77 @@
+//! The pool of Python threads that run the application.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Instant;
+
+use pyo3::prelude::*;
+
+use crate::environ::HeaderKeyCache;
+use crate::error::StartError;
+use crate::exchange::Job;
+use crate::handler::{self, AppContext};
+use crate::queue::JobQueue;
+
+pub struct Pool {
+    queue: Arc<JobQueue<Job>>,
+    exited: mpsc::Receiver<()>,
+}
+
+impl Pool {
+    pub fn start(ctx: Arc<AppContext>, threads: u32, queue_size: u32) -> Result<Pool, StartError> {
+        let queue = Arc::new(JobQueue::new(queue_size as usize));
+        // Each thread holds a sender; when all are dropped, every thread has exited.
+        let (exit_tx, exited) = mpsc::channel();
+        for n in 0..threads {
+            let ctx = Arc::clone(&ctx);
+            let queue = Arc::clone(&queue);
+            let exit_tx = exit_tx.clone();
+            thread::Builder::new()
+                .name(format!("wharf-py-{n}"))
+                .spawn(move || {
+                    run_thread(&ctx, &queue);
+                    drop(exit_tx);
+                })
+                .map_err(StartError::Thread)?;
+        }
+        Ok(Pool { queue, exited })
+    }
+
+    pub fn queue(&self) -> Arc<JobQueue<Job>> {
+        Arc::clone(&self.queue)
+    }
+
+    /// Lets the threads finish what is queued and exit; `false` if some are still busy at
+    /// `deadline` (their requests are abandoned with the process).
+    pub fn shutdown(self, deadline: Instant) -> bool {
+        self.queue.close();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.exited.recv_timeout(left) {
+                Ok(()) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+                Err(mpsc::RecvTimeoutError::Timeout) => return false,
+            }
+        }
+    }
+}
+
+fn run_thread(ctx: &AppContext, queue: &JobQueue<Job>) {
+    // The thread stays attached to the interpreter for its whole life, so waiting for work
+    // only releases the GIL instead of creating and destroying a thread state per request.
+    Python::attach(|py| {
+        let mut cache = HeaderKeyCache::default();
+        loop {
+            // Take already-queued work while holding the GIL: no hand-off, no wake-up.
+            let job = match queue.try_pop() {
+                Some(job) => job,
+                None => match py.detach(|| queue.pop()) {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            handler::handle(py, ctx, &mut cache, job);
+        }
+    });
+}

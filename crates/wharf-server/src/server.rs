@@ -1,0 +1,249 @@
+//! Accepting connections and serving HTTP/1 on them until told to drain.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::listener::{Connection, Listener, Peer};
+use crate::service::{self, ConnState, Shared};
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub header: Duration,
+    pub keep_alive: Duration,
+    pub io: Duration,
+}
+
+/// How the drain after a stop signal ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every connection finished its work and closed.
+    Clean,
+    /// The graceful timeout passed with connections still open.
+    TimedOut { open: usize },
+    /// A second stop signal cut the drain short.
+    Interrupted { open: usize },
+}
+
+/// Open connections, so the drain knows when it is done.
+#[derive(Default)]
+struct OpenConnections {
+    count: AtomicUsize,
+    closed: Notify,
+}
+
+struct ConnectionToken(Arc<OpenConnections>);
+
+impl ConnectionToken {
+    fn new(open: &Arc<OpenConnections>) -> Self {
+        open.count.fetch_add(1, Ordering::SeqCst);
+        ConnectionToken(Arc::clone(open))
+    }
+}
+
+impl Drop for ConnectionToken {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
+}
+
+pub struct Server {
+    pub shared: Arc<Shared>,
+    pub http: http1::Builder,
+    pub timeouts: Timeouts,
+}
+
+impl Server {
+    pub fn new(shared: Arc<Shared>, timeouts: Timeouts, max_headers: usize, max_head_size: usize) -> Self {
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(timeouts.header)
+            .max_header_size(max_head_size)
+            .keep_alive(true);
+        // hyper parses up to 100 headers on the stack; asking for another limit moves that
+        // array to the heap for every request, so only do it when the limit differs.
+        if max_headers != 100 {
+            http.max_headers(max_headers);
+        }
+        Server { shared, http, timeouts }
+    }
+
+    /// Serves until a stop signal arrives on `signals`, then drains: no new connections,
+    /// in-flight requests finish, idle connections close. Returns how the drain ended.
+    pub async fn run(
+        self: Arc<Self>,
+        listeners: Vec<Listener>,
+        mut signals: mpsc::Receiver<&'static str>,
+        graceful_timeout: Duration,
+    ) -> Drained {
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let open = Arc::new(OpenConnections::default());
+        for listener in listeners {
+            tracing::info!("listening on {}", listener.describe());
+            tokio::spawn(Arc::clone(&self).accept_loop(listener, drain_rx.clone(), Arc::clone(&open)));
+        }
+        let Some(signal) = signals.recv().await else { return Drained::Clean };
+        tracing::info!(signal, "draining: no new connections, finishing in-flight requests");
+        drain_tx.send_replace(true);
+        let deadline = tokio::time::Instant::now() + graceful_timeout;
+        loop {
+            let notified = open.closed.notified();
+            let remaining = open.count.load(Ordering::SeqCst);
+            if remaining == 0 {
+                return Drained::Clean;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => return Drained::TimedOut { open: remaining },
+                Some(signal) = signals.recv() => {
+                    tracing::warn!(signal, "second stop signal: stopping now");
+                    return Drained::Interrupted { open: remaining };
+                }
+            }
+        }
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: Listener, mut drain: watch::Receiver<bool>, open: Arc<OpenConnections>) {
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = drain.wait_for(|draining| *draining) => return,
+            };
+            match accepted {
+                Ok((io, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    let token = ConnectionToken::new(&open);
+                    tokio::spawn(Arc::clone(&self).serve_connection(io, peer, drain.clone(), token));
+                }
+                Err(err) => {
+                    // Typically EMFILE: keep serving existing connections and retry later
+                    // rather than spinning on a listener that cannot accept.
+                    tracing::error!("accept failed on {}: {err}", listener.describe());
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    async fn serve_connection(
+        self: Arc<Self>,
+        io: Box<dyn Connection>,
+        peer: Peer,
+        mut drain: watch::Receiver<bool>,
+        _token: ConnectionToken,
+    ) {
+        let state = Arc::new(ConnState::new(peer));
+        let svc = {
+            let state = Arc::clone(&state);
+            let shared = Arc::clone(&self.shared);
+            service_fn(move |req| service::handle(req, Arc::clone(&state), Arc::clone(&shared)))
+        };
+        let io = TokioIo::new(Tracked { inner: io, state: Arc::clone(&state) });
+        let conn = self.http.serve_connection(io, svc);
+        tokio::pin!(conn);
+
+        let t = &self.timeouts;
+        let tick = (t.keep_alive.min(t.io) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut draining = false;
+        let mut seen = state.activity();
+        let mut quiet_since = Instant::now();
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(peer = ?state.peer.remote, "connection ended: {err}");
+                    }
+                    return;
+                }
+                _ = drain.wait_for(|d| *d), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep(tick) => {
+                    let now = state.activity();
+                    if now != seen {
+                        seen = now;
+                        quiet_since = Instant::now();
+                    } else if state.in_flight() == 0 && quiet_since.elapsed() >= t.keep_alive {
+                        tracing::trace!(peer = ?state.peer.remote, "closing idle keep-alive connection");
+                        return;
+                    }
+                    if state.write_blocked_for().is_some_and(|d| d >= t.io) {
+                        tracing::info!(peer = ?state.peer.remote, "dropping connection: client stopped reading the response");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The connection's socket, noting progress for the idle and stall checks.
+struct Tracked {
+    inner: Box<dyn Connection>,
+    state: Arc<ConnState>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.bump();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.note_write(&polled);
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note_write(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Tracked {
+    fn note_write(&self, polled: &Poll<io::Result<usize>>) {
+        match polled {
+            Poll::Ready(Ok(n)) if *n > 0 => self.state.bump(),
+            Poll::Pending => self.state.write_blocked(),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The hyper service: checks a request, queues it for a Python thread, and turns the reply
+//! into a response. Runs on the I/O thread and never touches Python.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::exchange::{Job, Reply};
+use crate::limits::{self, Limits};
+use crate::listener::Peer;
+use crate::queue::{JobQueue, PushError};
+use crate::response_body::{OnFinish, ResponseBody};
+
+/// What every connection of this process shares.
+pub struct Shared {
+    pub queue: Arc<JobQueue<Job>>,
+    pub limits: Limits,
+    pub access_log: Option<AccessLog>,
+}
+
+/// Per-connection bookkeeping read by the connection's idle/stall watcher.
+pub struct ConnState {
+    pub peer: Arc<Peer>,
+    in_flight: AtomicU32,
+    /// Bumped on every read or write that moved bytes.
+    activity: AtomicU64,
+    /// When a write started waiting for the client to read (ns since `epoch`), 0 if none.
+    write_blocked_since: AtomicU64,
+    epoch: Instant,
+}
+
+impl ConnState {
+    pub fn new(peer: Peer) -> Self {
+        ConnState {
+            peer: Arc::new(peer),
+            in_flight: AtomicU32::new(0),
+            activity: AtomicU64::new(0),
+            write_blocked_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn activity(&self) -> u64 {
+        self.activity.load(Ordering::Relaxed)
+    }
+
+    pub fn bump(&self) {
+        self.activity.fetch_add(1, Ordering::Relaxed);
+        self.write_blocked_since.store(0, Ordering::Relaxed);
+    }
+
+    pub fn write_blocked(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) == 0 {
+            let now = self.epoch.elapsed().as_nanos().max(1) as u64;
+            self.write_blocked_since.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// How long writes have been waiting for the client, if they are.
+    pub fn write_blocked_for(&self) -> Option<std::time::Duration> {
+        match self.write_blocked_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(self.epoch.elapsed().saturating_sub(std::time::Duration::from_nanos(since))),
+        }
+    }
+}
+
+/// Counts a request as in flight on its connection until its response body is done.
+struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    fn enter(conn: &Arc<ConnState>) -> Self {
+        conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(conn))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What happens when a response body is done: the request stops counting as in flight and
+/// the access-log line is written.
+struct Finish {
+    _in_flight: InFlight,
+    record: Option<AccessRecord>,
+}
+
+impl OnFinish for Finish {
+    fn finish(self: Box<Self>, bytes_sent: u64, completed: bool) {
+        if let Some(record) = self.record {
+            Box::new(record).finish(bytes_sent, completed);
+        }
+    }
+}
+
+fn header_string(parts: &http::request::Parts, name: header::HeaderName) -> Option<String> {
+    parts.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+fn respond(status: StatusCode, reason: &str, close: bool, finish: Finish) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(Bytes::from(format!("{reason}\n"))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    with_finish(response, status, finish)
+}
+
+fn with_finish(response: Response<ResponseBody>, status: StatusCode, mut finish: Finish) -> Response<ResponseBody> {
+    if let Some(record) = finish.record.as_mut() {
+        record.status = status.as_u16();
+    }
+    let (parts, body) = response.into_parts();
+    let body = body.with_finish(Box::new(finish));
+    Response::from_parts(parts, body)
+}
+
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnState>,
+    shared: Arc<Shared>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let record = shared.access_log.as_ref().map(|log| AccessRecord {
+        log: log.clone(),
+        remote: conn.peer.remote,
+        method: parts.method.clone(),
+        target: parts.uri.to_string(),
+        version: parts.version,
+        status: 0,
+        referer: header_string(&parts, header::REFERER),
+        user_agent: header_string(&parts, header::USER_AGENT),
+        started: Instant::now(),
+        started_wall: SystemTime::now(),
+    });
+    let finish = Finish { _in_flight: InFlight::enter(&conn), record };
+
+    if let Err(rejection) = limits::check(&parts, &shared.limits) {
+        tracing::info!(status = rejection.status.as_u16(), peer = ?conn.peer.remote, "rejected request: {}", rejection.reason);
+        return Ok(respond(rejection.status, rejection.reason, true, finish));
+    }
+    let body = limits::has_body(&parts.headers).then_some(body);
+    let (reply_tx, reply_rx) = oneshot::channel::<Reply>();
+    let job = Job { parts, body, peer: Arc::clone(&conn.peer), reply: reply_tx, enqueued: Instant::now() };
+    match shared.queue.push(job) {
+        Ok(()) => {}
+        Err(PushError::Full(_)) => {
+            tracing::warn!("request queue full: answering 503");
+            return Ok(respond(StatusCode::SERVICE_UNAVAILABLE, "Server busy, try again", false, finish));
+        }
+        Err(PushError::Closed(_)) => {
+            return Ok(respond(StatusCode::SERVICE_UNAVAILABLE, "Server shutting down", true, finish));
+        }
+    }
+    let Ok(reply) = reply_rx.await else {
+        return Ok(respond(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", true, finish));
+    };
+    let status = reply.status;
+    let mut response = Response::new(ResponseBody::new(reply.body));
+    *response.status_mut() = reply.status;
+    *response.headers_mut() = reply.headers;
+    if let Some(reason) = reply.reason {
+        response.extensions_mut().insert(reason);
+    }
+    Ok(with_finish(response, status, finish))
+}

@@ -1,0 +1,228 @@
+//! `start_response` and the response state it drives: what was declared, what was sent.
+//!
+//! The head is held back until the first non-empty body chunk (or the end of the response),
+//! so an app may still replace it with `exc_info` until then, as PEP 3333 requires.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::StatusCode;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::blocking::block_on_until;
+use crate::exchange::{Chunk, Reply, ReplyBody, StreamAborted};
+use crate::response_head::Head;
+
+/// Chunks a streaming response may have in flight between the app and the socket; past that
+/// the app's thread waits (without the GIL) for the client to take them.
+const STREAM_CAPACITY: usize = 32;
+
+/// The client went away (or stalled past the I/O timeout); stop producing the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientGone;
+
+pub struct Responder {
+    reply: Option<oneshot::Sender<Reply>>,
+    stream: Option<mpsc::Sender<Chunk>>,
+    declared: Option<Head>,
+    head_sent: bool,
+    io_timeout: Duration,
+    status: Option<StatusCode>,
+}
+
+impl Responder {
+    pub fn new(reply: oneshot::Sender<Reply>, io_timeout: Duration) -> Self {
+        Responder { reply: Some(reply), stream: None, declared: None, head_sent: false, io_timeout, status: None }
+    }
+
+    pub fn head_sent(&self) -> bool {
+        self.head_sent
+    }
+
+    pub fn has_head(&self) -> bool {
+        self.declared.is_some()
+    }
+
+    /// Status of what was (or will be) sent, for logs.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status.or(self.declared.as_ref().map(|h| h.status))
+    }
+
+    pub fn declared_content_length(&self) -> Option<u64> {
+        self.declared.as_ref().and_then(Head::content_length)
+    }
+
+    /// Adds a Content-Length the app did not declare (file responses know their size).
+    pub fn declare_content_length(&mut self, len: u64) {
+        if let Some(head) = self.declared.as_mut() {
+            head.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+        }
+    }
+
+    fn send_head(&mut self, mut head: Head, body: ReplyBody) -> Result<(), ClientGone> {
+        let reply = self.reply.take().ok_or(ClientGone)?;
+        self.head_sent = true;
+        self.status = Some(head.status);
+        if let ReplyBody::Full(bytes) = &body {
+            if !head.headers.contains_key(http::header::CONTENT_LENGTH) {
+                head.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+            }
+        }
+        reply
+            .send(Reply { status: head.status, reason: head.reason, headers: head.headers, body })
+            .map_err(|_| ClientGone)
+    }
+
+    /// Sends the declared head with the complete body.
+    pub fn send_full(&mut self, body: Bytes) -> Result<(), ClientGone> {
+        let head = self.declared.take().ok_or(ClientGone)?;
+        self.send_head(head, ReplyBody::Full(body))
+    }
+
+    /// Sends a server-generated response, replacing whatever the app declared.
+    pub fn send_error(&mut self, status: StatusCode, message: &str) -> Result<(), ClientGone> {
+        self.declared = None;
+        let mut head = Head::server_error(status);
+        if matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT | StatusCode::BAD_REQUEST) {
+            // The rest of the request body was not read; the connection cannot be reused.
+            head.headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        self.send_head(head, ReplyBody::Full(Bytes::from(format!("{message}\n"))))
+    }
+
+    /// Sends one body chunk, sending the head first if needed. Empty chunks are skipped.
+    pub fn send_chunk(&mut self, py: Python<'_>, chunk: Bytes) -> Result<(), ClientGone> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if !self.head_sent {
+            let head = self.declared.take().ok_or(ClientGone)?;
+            let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+            self.stream = Some(tx);
+            return self.send_head(head, ReplyBody::Stream { first: chunk, rest: rx });
+        }
+        let tx = self.stream.as_ref().ok_or(ClientGone)?;
+        match tx.try_send(Ok(chunk)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ClientGone),
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                let deadline = Instant::now() + self.io_timeout;
+                match py.detach(|| block_on_until(tx.send(item), deadline)) {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err(ClientGone),
+                }
+            }
+        }
+    }
+
+    /// Ends the response: sends the head with an empty body if nothing was sent yet.
+    pub fn finish(&mut self) -> Result<(), ClientGone> {
+        if !self.head_sent {
+            return self.send_full(Bytes::new());
+        }
+        self.stream = None;
+        Ok(())
+    }
+
+    /// The response cannot be completed; make the connection end without a clean terminator.
+    pub fn abort(&mut self) {
+        if let Some(tx) = self.stream.take() {
+            tx.try_send(Err(StreamAborted)).ok();
+        }
+    }
+}
+
+#[pyclass(frozen, module = "wharf")]
+pub struct StartResponse {
+    pub responder: Mutex<Responder>,
+}
+
+impl StartResponse {
+    pub fn new(responder: Responder) -> Self {
+        StartResponse { responder: Mutex::new(responder) }
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut Responder) -> R) -> PyResult<R> {
+        let mut guard = self
+            .responder
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("response state is unusable after an earlier failure"))?;
+        Ok(f(&mut guard))
+    }
+}
+
+fn extract_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for item in headers.try_iter().map_err(|_| PyTypeError::new_err("headers must be a list of (name, value) tuples"))? {
+        let item = item?;
+        let pair = item
+            .cast::<PyTuple>()
+            .map_err(|_| PyTypeError::new_err(format!("header {item} is not a (name, value) tuple")))?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err(format!("header {pair} is not a (name, value) tuple")));
+        }
+        let name: String = pair
+            .get_item(0)?
+            .extract()
+            .map_err(|_| PyTypeError::new_err(format!("header name in {pair} is not a str")))?;
+        let value: String = pair
+            .get_item(1)?
+            .extract()
+            .map_err(|_| PyTypeError::new_err(format!("header value in {pair} is not a str")))?;
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        let this = slf.get();
+        let (head_sent, has_head) = this.with(|r| (r.head_sent(), r.has_head()))?;
+        if let Some(exc_info) = exc_info {
+            if head_sent {
+                // PEP 3333: once headers are out, the original error must propagate.
+                let value = exc_info.get_item(1)?;
+                return Err(PyErr::from_value(value));
+            }
+        } else if has_head || head_sent {
+            return Err(PyRuntimeError::new_err(
+                "start_response() called a second time without exc_info",
+            ));
+        }
+        let status: String = status
+            .extract()
+            .map_err(|_| PyTypeError::new_err(format!("status must be a str, not {}", status.get_type())))?;
+        let head = Head::new(&status, extract_headers(headers)?)
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        this.with(|r| r.declared = Some(head))?;
+        slf.getattr("write")
+    }
+
+    /// The legacy `write()` callable returned by `start_response`.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err(format!("write() needs bytes, not {}", data.get_type())))?;
+        let chunk = Bytes::copy_from_slice(data.as_bytes());
+        let sent = self.with(|r| {
+            if !r.has_head() && !r.head_sent() {
+                return Err(PyRuntimeError::new_err("write() called before start_response()"));
+            }
+            r.send_chunk(py, chunk)
+                .map_err(|_| pyo3::exceptions::PyConnectionResetError::new_err("client disconnected"))
+        })?;
+        sent
+    }
+}
