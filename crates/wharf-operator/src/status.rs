@@ -50,7 +50,8 @@ pub fn compute(o: &Observed) -> WsgiAppStatus {
 
     let (ready, ready_reason, ready_message) = match &rollout {
         Rollout::Missing => (false, "DeploymentMissing", "the Deployment does not exist yet".to_owned()),
-        Rollout::Complete { ready, desired } if ready >= desired => {
+        // Serving at full strength counts as ready even while a new revision rolls out.
+        Rollout::Complete { ready, desired } | Rollout::InProgress { ready, desired } if ready >= desired => {
             (true, "MinimumReplicasAvailable", format!("{ready}/{desired} replicas ready"))
         }
         Rollout::Complete { ready, desired } | Rollout::InProgress { ready, desired } => {
@@ -174,5 +175,98 @@ fn condition(o: &Observed, type_: &str, status: bool, reason: &str, message: Str
         message,
         observed_generation: o.generation,
         last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn deployment(replicas: i32, status: DeploymentStatus) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta { generation: Some(2), ..ObjectMeta::default() },
+            spec: Some(DeploymentSpec { replicas: Some(replicas), ..DeploymentSpec::default() }),
+            status: Some(status),
+        }
+    }
+
+    fn observe(deployment: Option<&Deployment>, previous: &[Condition]) -> WsgiAppStatus {
+        compute(&Observed {
+            generation: Some(7),
+            deployment,
+            pods: &[],
+            url: None,
+            failure: None,
+            previous,
+            now: Timestamp::from_second(1_000).expect("timestamp"),
+        })
+    }
+
+    fn get<'a>(status: &'a WsgiAppStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).expect("condition present")
+    }
+
+    #[test]
+    fn old_pods_still_running_mean_progressing() {
+        let d = deployment(2, DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(3),
+            updated_replicas: Some(2),
+            ready_replicas: Some(3),
+            available_replicas: Some(2),
+            ..DeploymentStatus::default()
+        });
+        let status = observe(Some(&d), &[]);
+        assert_eq!(get(&status, PROGRESSING).status, "True");
+        assert_eq!(get(&status, READY).status, "True", "3 ready pods serve while the old one drains");
+    }
+
+    #[test]
+    fn deadline_exceeded_is_degraded() {
+        let d = deployment(2, DeploymentStatus {
+            observed_generation: Some(2),
+            conditions: Some(vec![DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: Some("ProgressDeadlineExceeded".into()),
+                message: Some("ReplicaSet \"web-1\" has timed out progressing.".into()),
+                ..DeploymentCondition::default()
+            }]),
+            ..DeploymentStatus::default()
+        });
+        let status = observe(Some(&d), &[]);
+        assert_eq!((get(&status, DEGRADED).status.as_str(), get(&status, DEGRADED).reason.as_str()), ("True", "RolloutFailed"));
+        assert_eq!(get(&status, PROGRESSING).reason, "ProgressDeadlineExceeded");
+        assert_eq!(get(&status, READY).status, "False");
+    }
+
+    #[test]
+    fn unchanged_conditions_keep_their_transition_time() {
+        let earlier = Time(Timestamp::from_second(10).expect("timestamp"));
+        let previous = vec![Condition {
+            type_: READY.into(),
+            status: "False".into(),
+            reason: "DeploymentMissing".into(),
+            message: String::new(),
+            observed_generation: Some(6),
+            last_transition_time: earlier.clone(),
+        }];
+        let status = observe(None, &previous);
+        assert_eq!(get(&status, READY).last_transition_time, earlier);
+        assert_eq!(get(&status, DEGRADED).last_transition_time.0.as_second(), 1_000);
+        assert_eq!(get(&status, READY).observed_generation, Some(7));
+    }
+
+    #[test]
+    fn failure_replaces_only_degraded() {
+        let before = observe(None, &[]);
+        let failure = Failure { reason: "Conflict".into(), message: "409".into() };
+        let after = with_failure(&before, Some(8), &failure, Timestamp::from_second(2_000).expect("timestamp"));
+        assert_eq!(get(&after, READY), get(&before, READY));
+        assert_eq!((get(&after, DEGRADED).status.as_str(), get(&after, DEGRADED).reason.as_str()), ("True", "Conflict"));
+        assert_eq!(after.conditions.len(), 3);
     }
 }
