@@ -1,0 +1,5 @@
+"""A module whose import fails: wharf must show this traceback and exit 3."""
+
+1 / 0
+
+app = None

@@ -1,0 +1,6 @@
+"""`wharf default_app` serves the attribute named `application`."""
+
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"default application"]
