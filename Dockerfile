@@ -2,6 +2,7 @@
 #   runtime   CPython + wharf, non-root, `wharf` as entrypoint; build your app image FROM it
 #   injector  only the installed wharf package under /wharf, for `spec.runtime: Injected`
 #   operator  the wharf-operator binary on a minimal non-root base
+#   artifacts-export  only the compiled wheel(s) and operator binary, for --output type=local
 #
 #   docker build --target runtime  -t wharf:dev .
 #   docker build --target operator -t wharf-operator:dev .
@@ -58,6 +59,11 @@ COPY ${PREBUILT_DIR}/ /artifacts/
 # A stage chosen by build argument, not an image: there is no tag to pin.
 # hadolint ignore=DL3006
 FROM artifacts-${ARTIFACTS} AS artifacts
+
+# Only the artifacts, for `--target artifacts-export --output type=local,dest=DIR`: CI compiles
+# once and feeds the result to later builds as ARTIFACTS=prebuilt.
+FROM scratch AS artifacts-export
+COPY --from=artifacts /artifacts/ /
 
 # ---------------------------------------------------------------------------------------------
 # The injected payload: every wheel unpacked into one directory. Extension modules carry their

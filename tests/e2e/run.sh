@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# End-to-end suite on kind: install the operator with Helm and run the hello example through it.
+#
+#   tests/e2e/run.sh            # needs docker and kind; helm/kubectl from PATH or scripts/k8s-tools.sh
+#
+# Skips (exit 0, reason printed) when docker or kind is missing, so it is safe in any test run.
+# Environment:
+#   E2E_CLUSTER        kind cluster name (default wharf-e2e); an existing cluster is reused
+#   E2E_NODE_IMAGE     kind node image, e.g. kindest/node:v1.32.2 (default: kind's own)
+#   E2E_PREBUILT_DIR   directory (inside the repo) with wharf-*.whl and wharf-operator, to skip
+#                      compiling inside Docker (ARTIFACTS=prebuilt)
+#   E2E_BASE_IMAGE     BASE_IMAGE for the images (default: the Dockerfile's)
+#   E2E_ARTIFACTS      where logs go on failure (default .cache/e2e-artifacts)
+#   E2E_KEEP_CLUSTER   1 to keep the cluster afterwards
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "${repo_root}"
+
+skip() {
+    echo "SKIP e2e: $*"
+    exit 0
+}
+
+command -v docker >/dev/null 2>&1 || skip "docker is not installed"
+docker info >/dev/null 2>&1 || skip "no Docker engine answers"
+command -v kind >/dev/null 2>&1 || skip "kind is not installed (https://kind.sigs.k8s.io)"
+
+if ! command -v helm >/dev/null 2>&1 || ! command -v kubectl >/dev/null 2>&1; then
+    PATH="$("${repo_root}/scripts/k8s-tools.sh"):${PATH}"
+fi
+
+cluster="${E2E_CLUSTER:-wharf-e2e}"
+artifacts="${E2E_ARTIFACTS:-${repo_root}/.cache/e2e-artifacts}"
+ns="wharf-e2e"
+operator_ns="wharf-system"
+tag="e2e"
+kubectl_ctx=(--context "kind-${cluster}")
+
+log() { printf '\n=== %s\n' "$*"; }
+k() { kubectl "${kubectl_ctx[@]}" "$@"; }
+
+collect_logs() {
+    mkdir -p "${artifacts}"
+    kind export logs "${artifacts}/kind" --name "${cluster}" >/dev/null 2>&1 || true
+    k -n "${operator_ns}" logs deployment/wharf-operator --all-containers --tail=-1 >"${artifacts}/operator.log" 2>&1 || true
+    k get wsgiapps,deployments,replicasets,pods,services,hpa,pdb -A -o wide >"${artifacts}/objects.txt" 2>&1 || true
+    k get wsgiapps -A -o yaml >"${artifacts}/wsgiapps.yaml" 2>&1 || true
+    k get events -A --sort-by=.lastTimestamp >"${artifacts}/events.txt" 2>&1 || true
+    echo "e2e: logs exported to ${artifacts}"
+}
+
+finish() {
+    local status=$?
+    if [[ "${status}" -ne 0 ]]; then
+        echo "e2e: FAILED (exit ${status})"
+        collect_logs
+    fi
+    if [[ "${E2E_KEEP_CLUSTER:-0}" != "1" ]]; then
+        kind delete cluster --name "${cluster}" >/dev/null 2>&1 || true
+    fi
+    exit "${status}"
+}
+trap finish EXIT
+
+build() {
+    local target="$1" image="$2"
+    local args=(--target "${target}" --tag "${image}" --build-arg "REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
+    if [[ -n "${E2E_PREBUILT_DIR:-}" ]]; then
+        args+=(--build-arg ARTIFACTS=prebuilt --build-arg "PREBUILT_DIR=${E2E_PREBUILT_DIR}")
+    fi
+    if [[ -n "${E2E_BASE_IMAGE:-}" ]]; then
+        args+=(--build-arg "BASE_IMAGE=${E2E_BASE_IMAGE}")
+    fi
+    DOCKER_BUILDKIT=1 docker build "${args[@]}" .
+}
+
+# GET a URL from inside the cluster (through the Service), using the hello image's Python.
+in_cluster_get() {
+    local url="$1"
+    k -n "${ns}" run "get-$(date +%s%N | tail -c 8)" --rm -i --quiet --restart=Never \
+        --image="wharf-e2e/hello:v1" --image-pull-policy=Never --command -- \
+        python -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode(), end="")' "${url}"
+}
+
+wait_ready() {
+    k -n "${ns}" wait "wsgiapp/$1" --for=condition=Ready --timeout=240s
+}
+
+expect_body() {
+    local url="$1" expected="$2" body
+    body="$(in_cluster_get "${url}")"
+    if [[ "${body}" != "${expected}" ]]; then
+        echo "e2e: GET ${url} returned '${body}', expected '${expected}'" >&2
+        return 1
+    fi
+    echo "e2e: GET ${url} -> ${body}"
+}
+
+log "cluster ${cluster}"
+if ! kind get clusters 2>/dev/null | grep -qx "${cluster}"; then
+    kind create cluster --name "${cluster}" ${E2E_NODE_IMAGE:+--image "${E2E_NODE_IMAGE}"} --wait 120s
+fi
+k version
+
+log "images"
+build runtime "wharf-e2e/wharf:${tag}"
+build injector "wharf-e2e/wharf-injector:${tag}"
+build operator "wharf-e2e/wharf-operator:${tag}"
+for version in v1 v2; do
+    DOCKER_BUILDKIT=1 docker build --build-arg "WHARF_IMAGE=wharf-e2e/wharf:${tag}" \
+        --build-arg "HELLO_VERSION=${version}" --tag "wharf-e2e/hello:${version}" deploy/examples/hello
+done
+# The plain image must use the same CPython minor as the injector payload (BASE_IMAGE's).
+python_image="${E2E_BASE_IMAGE:-$(sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile)}"
+DOCKER_BUILDKIT=1 docker build --file deploy/examples/hello/Dockerfile.plain --build-arg "PYTHON_IMAGE=${python_image}" \
+    --build-arg HELLO_VERSION=plain --tag "wharf-e2e/hello-plain:v1" deploy/examples/hello
+for image in wharf-e2e/wharf-operator:${tag} wharf-e2e/wharf-injector:${tag} wharf-e2e/hello:v1 wharf-e2e/hello:v2 wharf-e2e/hello-plain:v1; do
+    kind load docker-image "${image}" --name "${cluster}"
+done
+
+log "helm install"
+helm --kube-context "kind-${cluster}" upgrade --install wharf-operator charts/wharf-operator \
+    --namespace "${operator_ns}" --create-namespace \
+    --set image.repository=wharf-e2e/wharf-operator --set "image.tag=${tag}" --set image.pullPolicy=Never \
+    --set injector.image.repository=wharf-e2e/wharf-injector --set "injector.image.tag=${tag}" \
+    --set log.format=text --wait --timeout 180s
+k -n "${operator_ns}" rollout status deployment/wharf-operator --timeout=120s
+k create namespace "${ns}" --dry-run=client -o yaml | k apply -f -
+
+log "bundled runtime"
+sed -e "s|image: .*|image: wharf-e2e/hello:v1\n  imagePullPolicy: Never|" deploy/examples/hello/wsgiapp-bundled.yaml | k -n "${ns}" apply -f -
+wait_ready hello
+expect_body "http://hello.${ns}.svc/" "Hello from wharf! version=v1"
+
+log "injected runtime"
+sed -e "s|image: .*|image: wharf-e2e/hello-plain:v1\n  imagePullPolicy: Never|" deploy/examples/hello/wsgiapp-injected.yaml | k -n "${ns}" apply -f -
+wait_ready hello-injected
+expect_body "http://hello-injected.${ns}.svc/" "Hello from wharf! version=plain"
+init_images="$(k -n "${ns}" get deployment hello-injected -o jsonpath='{.spec.template.spec.initContainers[*].image}')"
+[[ "${init_images}" == *"wharf-e2e/wharf-injector:${tag}"* ]] || { echo "e2e: no injector init container (${init_images})" >&2; exit 1; }
+
+log "rolling update under load"
+k -n "${ns}" run loadgen --restart=Never --image=wharf-e2e/hello:v1 --image-pull-policy=Never \
+    --env "URL=http://hello.${ns}.svc/" --env DURATION=75 --command -- python -c "$(cat tests/e2e/load.py)"
+k -n "${ns}" wait pod/loadgen --for=condition=Ready --timeout=60s
+for _ in $(seq 60); do
+    k -n "${ns}" logs loadgen 2>/dev/null | grep -q "load: started" && break
+    sleep 1
+done
+k -n "${ns}" logs loadgen | grep -q "load: started"
+k -n "${ns}" patch wsgiapp hello --type=merge -p '{"spec":{"image":"wharf-e2e/hello:v2"}}'
+k -n "${ns}" rollout status deployment/hello --timeout=180s
+wait_ready hello
+k -n "${ns}" wait pod/loadgen --for=jsonpath='{.status.phase}'=Succeeded --timeout=180s
+summary="$(k -n "${ns}" logs loadgen | sed -n 's/^load: {/{/p')"
+echo "e2e: load summary ${summary}"
+python3 - "${summary}" <<'PY'
+import json, sys
+counts = json.loads(sys.argv[1])
+assert counts["failed"] == 0, f"failed requests during the rolling update: {counts}"
+assert counts["versions"].get("v2", 0) > 0, f"never answered by v2: {counts}"
+assert counts["ok"] > 100, f"too few requests to mean anything: {counts}"
+PY
+expect_body "http://hello.${ns}.svc/" "Hello from wharf! version=v2"
+
+log "autoscaling"
+k -n "${ns}" patch wsgiapp hello --type=merge \
+    -p '{"spec":{"replicas":null,"autoscaling":{"minReplicas":3,"maxReplicas":5,"targetCPUUtilizationPercentage":70}}}'
+k -n "${ns}" wait hpa/hello --for=jsonpath='{.spec.minReplicas}'=3 --timeout=120s
+[[ "$(k -n "${ns}" get hpa hello -o jsonpath='{.spec.maxReplicas}')" == "5" ]]
+[[ "$(k -n "${ns}" get hpa hello -o jsonpath='{.metadata.ownerReferences[0].kind}')" == "WsgiApp" ]]
+# The HPA (not the operator) raises the Deployment to minReplicas.
+k -n "${ns}" wait deployment/hello --for=jsonpath='{.spec.replicas}'=3 --timeout=180s
+k -n "${ns}" rollout status deployment/hello --timeout=180s
+
+log "garbage collection"
+k -n "${ns}" delete wsgiapp hello --wait=true --timeout=120s
+for object in deployment/hello service/hello hpa/hello; do
+    k -n "${ns}" wait "${object}" --for=delete --timeout=120s
+done
+if k -n "${ns}" get pdb hello >/dev/null 2>&1; then
+    k -n "${ns}" wait pdb/hello --for=delete --timeout=120s
+fi
+
+log "e2e passed"
