@@ -5,7 +5,12 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "wharf-operator", version, about = "Kubernetes operator for wharf WsgiApps", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "wharf-operator",
+    version,
+    about = "Kubernetes operator for wharf WsgiApps",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -28,7 +33,11 @@ pub struct RunArgs {
     #[arg(long, env = "WHARF_OPERATOR_NAMESPACE")]
     pub namespace: Option<String>,
     /// Address of the operator's own /metrics, /livez and /readyz.
-    #[arg(long, env = "WHARF_OPERATOR_METRICS_BIND", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "WHARF_OPERATOR_METRICS_BIND",
+        default_value = "0.0.0.0:8080"
+    )]
     pub metrics_bind: SocketAddr,
     /// Image carrying the wharf runtime under /wharf, for WsgiApps with `runtime: Injected` that name none.
     #[arg(long, env = "WHARF_INJECTOR_IMAGE")]
@@ -37,7 +46,11 @@ pub struct RunArgs {
     #[arg(long, env = "WHARF_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
     /// Name of the leader-election Lease.
-    #[arg(long, env = "WHARF_OPERATOR_LEASE_NAME", default_value = "wharf-operator")]
+    #[arg(
+        long,
+        env = "WHARF_OPERATOR_LEASE_NAME",
+        default_value = "wharf-operator"
+    )]
     pub lease_name: String,
     /// Namespace of the Lease (default: the operator pod's namespace from POD_NAMESPACE, else "default").
     #[arg(long, env = "POD_NAMESPACE")]
@@ -68,14 +81,33 @@ mod tests {
 
     #[test]
     fn run_is_the_default_and_flags_parse() {
-        let cli = Cli::try_parse_from(["wharf-operator", "--namespace", "apps", "--leader-election", "false"])
-            .expect("parses");
+        let cli = Cli::try_parse_from([
+            "wharf-operator",
+            "--namespace",
+            "apps",
+            "--leader-election",
+            "false",
+        ])
+        .expect("parses");
         assert!(cli.command.is_none());
         assert_eq!(cli.run.namespace.as_deref(), Some("apps"));
         assert!(!cli.run.leader_election);
-        let cli = Cli::try_parse_from(["wharf-operator", "run", "--injector-image", "reg/wharf-injector:1"]).expect("parses");
-        let Some(Command::Run(args)) = cli.command else { panic!("expected run") };
+        let cli = Cli::try_parse_from([
+            "wharf-operator",
+            "run",
+            "--injector-image",
+            "reg/wharf-injector:1",
+        ])
+        .expect("parses");
+        let Some(Command::Run(args)) = cli.command else {
+            panic!("expected run")
+        };
         assert_eq!(args.injector_image.as_deref(), Some("reg/wharf-injector:1"));
-        assert!(matches!(Cli::try_parse_from(["wharf-operator", "crd"]).expect("parses").command, Some(Command::Crd)));
+        assert!(matches!(
+            Cli::try_parse_from(["wharf-operator", "crd"])
+                .expect("parses")
+                .command,
+            Some(Command::Crd)
+        ));
     }
 }

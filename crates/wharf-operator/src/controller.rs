@@ -17,10 +17,10 @@ use crate::cli::RunArgs;
 use crate::crd::WsgiApp;
 use crate::error::Error;
 use crate::http::{self, Health};
+use crate::leader;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context};
 use crate::render::{RenderConfig, labels};
-use crate::leader;
 
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::default());
@@ -30,12 +30,19 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     tracing::info!(addr = %args.metrics_bind, "serving /metrics, /livez and /readyz");
 
     let config = kube::Config::infer().await.map_err(Error::Config)?;
-    let client = Client::try_from(config).map_err(Error::Client)?;
-    client.apiserver_version().await.map_err(Error::Client)?;
+    let client = Client::try_from(config).map_err(|e| Error::Client(Box::new(e)))?;
+    client
+        .apiserver_version()
+        .await
+        .map_err(|e| Error::Client(Box::new(e)))?;
     health.set_ready(true);
 
     let result = if args.leader_election {
-        let namespace = args.lease_namespace.clone().or_else(|| args.namespace.clone()).unwrap_or_else(|| "default".to_owned());
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .or_else(|| args.namespace.clone())
+            .unwrap_or_else(|| "default".to_owned());
         let mut leadership = tokio::select! {
             leadership = leader::acquire(client.clone(), &args.lease_name, &namespace, args.identity.as_deref()) => leadership?,
             () = shutdown_signal() => return Ok(()),
@@ -58,37 +65,54 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 }
 
 /// Runs the controller until `shutdown` resolves and in-flight reconciles finish.
-async fn control(client: Client, args: &RunArgs, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let reporter = Reporter { controller: labels::MANAGER.to_owned(), instance: args.identity.clone() };
+async fn control(
+    client: Client,
+    args: &RunArgs,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let reporter = Reporter {
+        controller: labels::MANAGER.to_owned(),
+        instance: args.identity.clone(),
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
-        RenderConfig { default_injector_image: args.injector_image.clone() },
+        RenderConfig {
+            default_injector_image: args.injector_image.clone(),
+        },
         Recorder::new(client.clone(), reporter),
         metrics,
     ));
     // Only our own children are watched, which keeps the caches small on busy clusters.
-    let owned = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let owned =
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     let ns = args.namespace.as_deref();
-    Controller::new(api::<WsgiApp>(&client, ns), watcher::Config::default().any_semantic())
-        .owns(api::<Deployment>(&client, ns), owned.clone())
-        .owns(api::<Service>(&client, ns), owned.clone())
-        .owns(api::<HorizontalPodAutoscaler>(&client, ns), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, ns), owned)
-        .with_config(controller::Config::default().concurrency(args.concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(error) => tracing::debug!(%error, "controller event"),
-            }
-        })
-        .await;
+    Controller::new(
+        api::<WsgiApp>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(api::<Deployment>(&client, ns), owned.clone())
+    .owns(api::<Service>(&client, ns), owned.clone())
+    .owns(api::<HorizontalPodAutoscaler>(&client, ns), owned.clone())
+    .owns(api::<PodDisruptionBudget>(&client, ns), owned)
+    .with_config(controller::Config::default().concurrency(args.concurrency))
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile::reconcile, reconcile::error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+            Err(error) => tracing::debug!(%error, "controller event"),
+        }
+    })
+    .await;
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),

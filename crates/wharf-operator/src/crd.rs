@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
 use k8s_openapi::api::core::v1::{
-    Affinity, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext, ResourceRequirements,
-    SecurityContext, Toleration, TopologySpreadConstraint,
+    Affinity, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext,
+    ResourceRequirements, SecurityContext, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -18,13 +18,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Python `module:attribute` (dotted names on both sides), the shape `wharf APP` accepts.
-pub const APP_PATTERN: &str =
-    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$";
+pub const APP_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$";
 
 /// A decimal ratio between 0 and 1 written as a string, because the API conventions forbid floats.
 pub const RATIO_PATTERN: &str = r"^(0(\.[0-9]{1,6})?|1(\.0{1,6})?)$";
 
 /// Desired state of a Python WSGI application served by wharf.
+// Each printcolumn(...) repeats `name`/`type_` keys, which the lint mistakes for duplicate attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "wharf.dev",
@@ -38,11 +39,23 @@ pub const RATIO_PATTERN: &str = r"^(0(\.[0-9]{1,6})?|1(\.0{1,6})?)$";
     status = "WsgiAppStatus",
     derive = "PartialEq",
     doc = "A Python WSGI application served by wharf",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
     printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))")
@@ -235,7 +248,10 @@ pub struct AutoscalingSpec {
     pub min_replicas: i32,
     #[schemars(range(min = 1))]
     pub max_replicas: i32,
-    #[serde(rename = "targetCPUUtilizationPercentage", default = "default_cpu_target")]
+    #[serde(
+        rename = "targetCPUUtilizationPercentage",
+        default = "default_cpu_target"
+    )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,
     /// Passed through to the HorizontalPodAutoscaler's `spec.behavior`.
@@ -269,7 +285,11 @@ fn default_service_port() -> i32 {
 
 impl Default for ServiceSpec {
     fn default() -> Self {
-        ServiceSpec { type_: ServiceType::default(), port: default_service_port(), annotations: BTreeMap::new() }
+        ServiceSpec {
+            type_: ServiceType::default(),
+            port: default_service_port(),
+            annotations: BTreeMap::new(),
+        }
     }
 }
 
@@ -396,12 +416,17 @@ impl WsgiAppSpec {
         if let Some(a) = &self.autoscaling
             && a.min_replicas > a.max_replicas
         {
-            return Err(SpecError::MinAboveMax { min: a.min_replicas, max: a.max_replicas });
+            return Err(SpecError::MinAboveMax {
+                min: a.min_replicas,
+                max: a.max_replicas,
+            });
         }
         if !app_shape_ok(&self.app) {
             return Err(SpecError::AppShape(self.app.clone()));
         }
-        if self.runtime == Runtime::Injected && self.injector_image(default_injector_image).is_none() {
+        if self.runtime == Runtime::Injected
+            && self.injector_image(default_injector_image).is_none()
+        {
             return Err(SpecError::NoInjectorImage);
         }
         if self.server.port == self.server.admin_port {
@@ -412,7 +437,10 @@ impl WsgiAppSpec {
 
     /// The injector image in effect: the spec's, else the operator default.
     pub fn injector_image<'a>(&'a self, default: Option<&'a str>) -> Option<&'a str> {
-        self.injector_image.as_deref().or(default).filter(|i| !i.is_empty())
+        self.injector_image
+            .as_deref()
+            .or(default)
+            .filter(|i| !i.is_empty())
     }
 }
 
@@ -438,10 +466,25 @@ mod tests {
 
     #[test]
     fn app_shape_accepts_dotted_names_only() {
-        for ok in ["app:app", "my_pkg.wsgi:application", "a.b.c:factory.attr", "_m:_a"] {
+        for ok in [
+            "app:app",
+            "my_pkg.wsgi:application",
+            "a.b.c:factory.attr",
+            "_m:_a",
+        ] {
             assert!(app_shape_ok(ok), "{ok}");
         }
-        for bad in ["app", ":app", "app:", "1mod:app", "mod:app()", "mod::app", "mod:a-b", "mod.:app", ""] {
+        for bad in [
+            "app",
+            ":app",
+            "app:",
+            "1mod:app",
+            "mod:app()",
+            "mod::app",
+            "mod:a-b",
+            "mod.:app",
+            "",
+        ] {
             assert!(!app_shape_ok(bad), "{bad}");
         }
     }

@@ -7,11 +7,20 @@ pub enum Error {
     #[error("cannot render the children of {app}: {source}")]
     Render { app: String, source: RenderError },
     #[error("{verb} {kind} {namespace}/{name} failed: {source}")]
-    Api { verb: &'static str, kind: String, namespace: String, name: String, source: kube::Error },
+    Api {
+        verb: &'static str,
+        kind: String,
+        namespace: String,
+        name: String,
+        source: Box<kube::Error>,
+    },
     #[error("cannot list the pods of {app}: {source}")]
-    ListPods { app: String, source: kube::Error },
+    ListPods {
+        app: String,
+        source: Box<kube::Error>,
+    },
     #[error("cannot reach the Kubernetes API: {0}")]
-    Client(#[source] kube::Error),
+    Client(#[source] Box<kube::Error>),
     #[error("cannot load the Kubernetes client configuration: {0}")]
     Config(#[source] kube::config::InferConfigError),
     #[error("leader election failed: {0}")]
@@ -19,7 +28,11 @@ pub enum Error {
     #[error("lost the leader lease; exiting so another replica takes over")]
     LostLease,
     #[error("cannot serve {what} on {addr}: {source}")]
-    Listen { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot set up telemetry: {0}")]
     Telemetry(String),
     #[error("cannot serialize the CRD: {0}")]
@@ -32,9 +45,10 @@ impl Error {
     /// HTTP status of the API server's answer, when there was one.
     pub fn api_code(&self) -> Option<u16> {
         match self {
-            Error::Api { source: kube::Error::Api(status), .. } | Error::ListPods { source: kube::Error::Api(status), .. } => {
-                Some(status.code)
-            }
+            Error::Api { source, .. } | Error::ListPods { source, .. } => match source.as_ref() {
+                kube::Error::Api(status) => Some(status.code),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -42,7 +56,14 @@ impl Error {
     /// CamelCase reason for the `Degraded` condition and the Event.
     pub fn reason(&self) -> &'static str {
         match (self, self.api_code()) {
-            (Error::Render { source: RenderError::Spec(_), .. }, _) | (_, Some(422)) => "InvalidSpec",
+            (
+                Error::Render {
+                    source: RenderError::Spec(_),
+                    ..
+                },
+                _,
+            )
+            | (_, Some(422)) => "InvalidSpec",
             (_, Some(409)) => "Conflict",
             (_, Some(403)) => "Forbidden",
             _ => "ReconcileFailed",

@@ -33,7 +33,13 @@ impl Health {
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Listen { what: "metrics", addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            what: "metrics",
+            addr,
+            source,
+        })
 }
 
 /// Serves until the task is dropped; connection errors are logged, never fatal.
@@ -75,7 +81,9 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respo
             let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             response
         }
@@ -86,8 +94,47 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respo
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
+    }
+
+    #[tokio::test]
+    async fn serves_health_and_metrics() {
+        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics = Arc::new(Metrics::default());
+        let health = Arc::new(Health::default());
+        let server = tokio::spawn(serve(listener, metrics.clone(), health.clone()));
+
+        assert!(get(addr, "/livez").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        health.set_ready(true);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        metrics.observe(std::time::Duration::from_millis(3), None);
+        let body = get(addr, "/metrics").await;
+        assert!(body.contains("application/openmetrics-text"), "{body}");
+        assert!(body.contains("wharf_operator_reconciles_total 1"), "{body}");
+        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+        server.abort();
+    }
 }

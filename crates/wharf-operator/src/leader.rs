@@ -18,19 +18,30 @@ pub struct Leadership {
 }
 
 /// Waits until this replica holds the lease.
-pub async fn acquire(client: Client, name: &str, namespace: &str, identity: Option<&str>) -> Result<Leadership, Error> {
+pub async fn acquire(
+    client: Client,
+    name: &str,
+    namespace: &str,
+    identity: Option<&str>,
+) -> Result<Leadership, Error> {
     let mut builder = LeaseManagerBuilder::new(client, name)
         .with_namespace(namespace)
         .with_duration(DURATION)
         .with_grace(GRACE)
-        .with_field_manager(format!("wharf-operator-lease-{}", identity.unwrap_or("replica")));
+        .with_field_manager(format!(
+            "wharf-operator-lease-{}",
+            identity.unwrap_or("replica")
+        ));
     if let Some(identity) = identity {
         builder = builder.with_identity(identity);
     }
     let manager = builder.build().await?;
     let (mut state, task) = manager.watch().await;
     tracing::info!(lease = name, namespace, "waiting for the leader lease");
-    state.wait_for(|leader| *leader).await.map_err(|_| Error::LostLease)?;
+    state
+        .wait_for(|leader| *leader)
+        .await
+        .map_err(|_| Error::LostLease)?;
     tracing::info!(lease = name, namespace, "acquired the leader lease");
     Ok(Leadership { state, task })
 }

@@ -30,5 +30,7 @@ async fn run(args: wharf_operator::cli::RunArgs) -> Result<(), Error> {
 }
 
 fn print_crd() -> Result<(), Error> {
-    std::io::stdout().write_all(crd_yaml()?.as_bytes()).map_err(Error::Stdout)
+    std::io::stdout()
+        .write_all(crd_yaml()?.as_bytes())
+        .map_err(Error::Stdout)
 }

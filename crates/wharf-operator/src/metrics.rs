@@ -30,11 +30,33 @@ impl Default for Metrics {
         // 5 ms .. ~20 s: a reconcile is a handful of API round trips.
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 13));
         let leader = Gauge::default();
-        registry.register("reconciles", "Reconciliations of WsgiApps", reconciles.clone());
-        registry.register("reconcile_errors", "Failed reconciliations by reason", errors.clone());
-        registry.register("reconcile_duration_seconds", "Time taken by one reconciliation", duration.clone());
-        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
-        Metrics { registry, reconciles, errors, duration, leader }
+        registry.register(
+            "reconciles",
+            "Reconciliations of WsgiApps",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciliations by reason",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time taken by one reconciliation",
+            duration.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            leader,
+        }
     }
 }
 
@@ -43,7 +65,11 @@ impl Metrics {
         self.reconciles.inc();
         self.duration.observe(took.as_secs_f64());
         if let Some(reason) = error_reason {
-            self.errors.get_or_create(&ErrorLabels { reason: reason.to_owned() }).inc();
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    reason: reason.to_owned(),
+                })
+                .inc();
         }
     }
 
@@ -71,8 +97,14 @@ mod tests {
         m.set_leader(true);
         let text = m.encode();
         assert!(text.contains("wharf_operator_reconciles_total 2"), "{text}");
-        assert!(text.contains("wharf_operator_reconcile_errors_total{reason=\"Conflict\"} 1"), "{text}");
-        assert!(text.contains("wharf_operator_reconcile_duration_seconds_count 2"), "{text}");
+        assert!(
+            text.contains("wharf_operator_reconcile_errors_total{reason=\"Conflict\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wharf_operator_reconcile_duration_seconds_count 2"),
+            "{text}"
+        );
         assert!(text.contains("wharf_operator_leader 1"), "{text}");
     }
 }

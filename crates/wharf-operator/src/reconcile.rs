@@ -44,13 +44,26 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, render: RenderConfig, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
-        Context { client, render, recorder, metrics, failures: Mutex::new(HashMap::new()) }
+    pub fn new(
+        client: Client,
+        render: RenderConfig,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Context {
+            client,
+            render,
+            recorder,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<WsgiApp>, u32>> {
         // A panic while holding the lock cannot leave the counters inconsistent, so poison is ignored.
-        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records a failure and returns how long to wait before the next attempt: 5 s, 10 s, 20 s …
@@ -103,17 +116,26 @@ pub fn error_policy(app: Arc<WsgiApp>, _error: &Error, ctx: Arc<Context>) -> Act
 }
 
 async fn apply_all(app: &WsgiApp, ctx: &Context) -> Result<Action, Error> {
-    let children = render::render(app, &ctx.render)
-        .map_err(|source| Error::Render { app: render::display_name(app), source })?;
+    let children = render::render(app, &ctx.render).map_err(|source| Error::Render {
+        app: render::display_name(app),
+        source,
+    })?;
     let name = app.name_any();
-    let namespace = children.deployment.metadata.namespace.clone().unwrap_or_default();
+    let namespace = children
+        .deployment
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_default();
     let uid = app.uid().unwrap_or_default();
 
     let deployment = apply(&ctx.client, &namespace, &children.deployment).await?;
     apply(&ctx.client, &namespace, &children.service).await?;
     match &children.hpa {
         Some(hpa) => drop(apply(&ctx.client, &namespace, hpa).await?),
-        None => delete_owned::<HorizontalPodAutoscaler>(&ctx.client, &namespace, &name, &uid).await?,
+        None => {
+            delete_owned::<HorizontalPodAutoscaler>(&ctx.client, &namespace, &name, &uid).await?
+        }
     }
     match &children.pdb {
         Some(pdb) => drop(apply(&ctx.client, &namespace, pdb).await?),
@@ -125,15 +147,20 @@ async fn apply_all(app: &WsgiApp, ctx: &Context) -> Result<Action, Error> {
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
         api.list(&ListParams::default().labels(&labels::selector_query(&name)))
             .await
-            .map_err(|source| Error::ListPods { app: render::display_name(app), source })?
+            .map_err(|source| Error::ListPods {
+                app: render::display_name(app),
+                source: Box::new(source),
+            })?
             .items
     } else {
         Vec::new()
     };
 
     let previous = app.status.clone().unwrap_or_default();
-    let target = render::Target::new(app, &ctx.render)
-        .map_err(|source| Error::Render { app: render::display_name(app), source })?;
+    let target = render::Target::new(app, &ctx.render).map_err(|source| Error::Render {
+        app: render::display_name(app),
+        source,
+    })?;
     let status = status::compute(&Observed {
         generation: app.metadata.generation,
         deployment: Some(&deployment),
@@ -143,14 +170,30 @@ async fn apply_all(app: &WsgiApp, ctx: &Context) -> Result<Action, Error> {
         previous: &previous.conditions,
         now: Timestamp::now(),
     });
-    if let Some(degraded) = status.conditions.iter().find(|c| c.type_ == status::DEGRADED && c.status == "True")
-        && !previous.conditions.iter().any(|c| c.type_ == status::DEGRADED && c.status == "True" && c.reason == degraded.reason)
+    if let Some(degraded) = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::DEGRADED && c.status == "True")
+        && !previous.conditions.iter().any(|c| {
+            c.type_ == status::DEGRADED && c.status == "True" && c.reason == degraded.reason
+        })
     {
-        publish(ctx, app, EventType::Warning, &degraded.reason, &degraded.message).await;
+        publish(
+            ctx,
+            app,
+            EventType::Warning,
+            &degraded.reason,
+            &degraded.message,
+        )
+        .await;
     }
     let settled = status::is_settled(&status);
     patch_status(&ctx.client, app, &status).await?;
-    Ok(Action::requeue(if settled { SETTLED_REQUEUE } else { ROLLOUT_REQUEUE }))
+    Ok(Action::requeue(if settled {
+        SETTLED_REQUEUE
+    } else {
+        ROLLOUT_REQUEUE
+    }))
 }
 
 /// Server-side apply, forcing ownership of the fields we set: the operator is the source of truth
@@ -168,22 +211,34 @@ where
     let mut body = serde_json::to_value(object).unwrap_or_default();
     body["apiVersion"] = json!(K::api_version(&()));
     body["kind"] = json!(K::kind(&()));
-    api.patch(&name, &PatchParams::apply(labels::MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(|source| Error::Api {
-            verb: "apply",
-            kind: K::kind(&()).into_owned(),
-            namespace: namespace.to_owned(),
-            name,
-            source,
-        })
+    api.patch(
+        &name,
+        &PatchParams::apply(labels::MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|source| Error::Api {
+        verb: "apply",
+        kind: K::kind(&()).into_owned(),
+        namespace: namespace.to_owned(),
+        name,
+        source: Box::new(source),
+    })
 }
 
 /// Deletes `name` if (and only if) it is controlled by the WsgiApp `owner_uid`: an object of the same
 /// name created by someone else is left alone.
-async fn delete_owned<K>(client: &Client, namespace: &str, name: &str, owner_uid: &str) -> Result<(), Error>
+async fn delete_owned<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    owner_uid: &str,
+) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let err = |verb, source| Error::Api {
@@ -191,12 +246,15 @@ where
         kind: K::kind(&()).into_owned(),
         namespace: namespace.to_owned(),
         name: name.to_owned(),
-        source,
+        source: Box::new(source),
     };
     let Some(existing) = api.get_opt(name).await.map_err(|e| err("get", e))? else {
         return Ok(());
     };
-    let owned = existing.owner_references().iter().any(|o| o.uid == owner_uid && o.controller == Some(true));
+    let owned = existing
+        .owner_references()
+        .iter()
+        .any(|o| o.uid == owner_uid && o.controller == Some(true));
     if !owned {
         tracing::info!(kind = %K::kind(&()), name, "not deleting an object the WsgiApp does not control");
         return Ok(());
@@ -220,19 +278,44 @@ async fn patch_status(client: &Client, app: &WsgiApp, status: &WsgiAppStatus) ->
         "kind": "WsgiApp",
         "status": status,
     });
-    api.patch_status(&name, &PatchParams::apply(labels::MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map(drop)
-        .map_err(|source| Error::Api { verb: "patch status of", kind: "WsgiApp".to_owned(), namespace, name, source })
+    api.patch_status(
+        &name,
+        &PatchParams::apply(labels::MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map(drop)
+    .map_err(|source| Error::Api {
+        verb: "patch status of",
+        kind: "WsgiApp".to_owned(),
+        namespace,
+        name,
+        source: Box::new(source),
+    })
 }
 
 /// Best effort: an Event and a `Degraded` condition. Failing to report is logged, not retried, since
 /// the reconcile itself is retried anyway.
 async fn report_failure(app: &WsgiApp, ctx: &Context, error: &Error) {
-    let failure = Failure { reason: error.reason().to_owned(), message: error.to_string() };
-    publish(ctx, app, EventType::Warning, &failure.reason, &failure.message).await;
+    let failure = Failure {
+        reason: error.reason().to_owned(),
+        message: error.to_string(),
+    };
+    publish(
+        ctx,
+        app,
+        EventType::Warning,
+        &failure.reason,
+        &failure.message,
+    )
+    .await;
     let previous = app.status.clone().unwrap_or_default();
-    let status = status::with_failure(&previous, app.metadata.generation, &failure, Timestamp::now());
+    let status = status::with_failure(
+        &previous,
+        app.metadata.generation,
+        &failure,
+        Timestamp::now(),
+    );
     if let Err(report_error) = patch_status(&ctx.client, app, &status).await {
         tracing::warn!(error = %report_error, "could not record the failure in the status");
     }

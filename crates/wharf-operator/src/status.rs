@@ -42,27 +42,48 @@ pub fn compute(o: &Observed) -> WsgiAppStatus {
         .clone()
         .or_else(|| runtime_unsupported(o.pods))
         .or_else(|| match &rollout {
-            Rollout::Failed(message) => {
-                Some(Failure { reason: "RolloutFailed".to_owned(), message: message.clone() })
-            }
+            Rollout::Failed(message) => Some(Failure {
+                reason: "RolloutFailed".to_owned(),
+                message: message.clone(),
+            }),
             _ => None,
         });
 
     let (ready, ready_reason, ready_message) = match &rollout {
-        Rollout::Missing => (false, "DeploymentMissing", "the Deployment does not exist yet".to_owned()),
+        Rollout::Missing => (
+            false,
+            "DeploymentMissing",
+            "the Deployment does not exist yet".to_owned(),
+        ),
         // Serving at full strength counts as ready even while a new revision rolls out.
-        Rollout::Complete { ready, desired } | Rollout::InProgress { ready, desired } if ready >= desired => {
-            (true, "MinimumReplicasAvailable", format!("{ready}/{desired} replicas ready"))
+        Rollout::Complete { ready, desired } | Rollout::InProgress { ready, desired }
+            if ready >= desired =>
+        {
+            (
+                true,
+                "MinimumReplicasAvailable",
+                format!("{ready}/{desired} replicas ready"),
+            )
         }
-        Rollout::Complete { ready, desired } | Rollout::InProgress { ready, desired } => {
-            (false, "ReplicasNotReady", format!("{ready}/{desired} replicas ready"))
-        }
+        Rollout::Complete { ready, desired } | Rollout::InProgress { ready, desired } => (
+            false,
+            "ReplicasNotReady",
+            format!("{ready}/{desired} replicas ready"),
+        ),
         Rollout::Failed(message) => (false, "RolloutFailed", message.clone()),
     };
     let (progressing, progressing_reason, progressing_message) = match &rollout {
         Rollout::Missing => (true, "Creating", "creating the Deployment".to_owned()),
-        Rollout::InProgress { .. } => (true, "RollingOut", "a new revision is rolling out".to_owned()),
-        Rollout::Complete { .. } => (false, "RolloutComplete", "the current revision is rolled out".to_owned()),
+        Rollout::InProgress { .. } => (
+            true,
+            "RollingOut",
+            "a new revision is rolling out".to_owned(),
+        ),
+        Rollout::Complete { .. } => (
+            false,
+            "RolloutComplete",
+            "the current revision is rolled out".to_owned(),
+        ),
         Rollout::Failed(message) => (false, "ProgressDeadlineExceeded", message.clone()),
     };
     let (degraded_status, degraded_reason, degraded_message) = match &degraded {
@@ -78,15 +99,32 @@ pub fn compute(o: &Observed) -> WsgiAppStatus {
         url: o.url.clone(),
         conditions: vec![
             condition(o, READY, ready, ready_reason, ready_message),
-            condition(o, PROGRESSING, progressing, progressing_reason, progressing_message),
-            condition(o, DEGRADED, degraded_status, degraded_reason, degraded_message),
+            condition(
+                o,
+                PROGRESSING,
+                progressing,
+                progressing_reason,
+                progressing_message,
+            ),
+            condition(
+                o,
+                DEGRADED,
+                degraded_status,
+                degraded_reason,
+                degraded_message,
+            ),
         ],
     }
 }
 
 /// Replaces the `Degraded` condition of an existing status, keeping everything else: used when a
 /// reconcile fails before the Deployment could be read.
-pub fn with_failure(previous: &WsgiAppStatus, generation: Option<i64>, failure: &Failure, now: Timestamp) -> WsgiAppStatus {
+pub fn with_failure(
+    previous: &WsgiAppStatus,
+    generation: Option<i64>,
+    failure: &Failure,
+    now: Timestamp,
+) -> WsgiAppStatus {
     let o = Observed {
         generation,
         deployment: None,
@@ -105,7 +143,10 @@ pub fn with_failure(previous: &WsgiAppStatus, generation: Option<i64>, failure: 
 
 /// False while the app still needs watching closely (rolling out, or its state is unknown).
 pub fn is_settled(status: &WsgiAppStatus) -> bool {
-    status.conditions.iter().any(|c| c.type_ == PROGRESSING && c.status == "False")
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == PROGRESSING && c.status == "False")
 }
 
 enum Rollout {
@@ -116,23 +157,33 @@ enum Rollout {
 }
 
 fn rollout(deployment: Option<&Deployment>) -> Rollout {
-    let Some(deployment) = deployment else { return Rollout::Missing };
-    let desired = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(deployment) = deployment else {
+        return Rollout::Missing;
+    };
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
     let Some(status) = deployment.status.as_ref() else {
         return Rollout::InProgress { ready: 0, desired };
     };
     let ready = status.ready_replicas.unwrap_or(0);
-    if let Some(c) = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
-    {
-        return Rollout::Failed(c.message.clone().unwrap_or_else(|| "the rollout exceeded its progress deadline".to_owned()));
+    if let Some(c) = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "Progressing"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    }) {
+        return Rollout::Failed(
+            c.message
+                .clone()
+                .unwrap_or_else(|| "the rollout exceeded its progress deadline".to_owned()),
+        );
     }
     // Until the Deployment controller has seen the latest spec, its replica counts describe the
     // previous revision.
-    let seen = deployment.metadata.generation.is_some() && status.observed_generation >= deployment.metadata.generation;
+    let seen = deployment.metadata.generation.is_some()
+        && status.observed_generation >= deployment.metadata.generation;
     let updated = status.updated_replicas.unwrap_or(0);
     let total = status.replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
@@ -187,8 +238,14 @@ mod tests {
 
     fn deployment(replicas: i32, status: DeploymentStatus) -> Deployment {
         Deployment {
-            metadata: ObjectMeta { generation: Some(2), ..ObjectMeta::default() },
-            spec: Some(DeploymentSpec { replicas: Some(replicas), ..DeploymentSpec::default() }),
+            metadata: ObjectMeta {
+                generation: Some(2),
+                ..ObjectMeta::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                ..DeploymentSpec::default()
+            }),
             status: Some(status),
         }
     }
@@ -206,39 +263,59 @@ mod tests {
     }
 
     fn get<'a>(status: &'a WsgiAppStatus, type_: &str) -> &'a Condition {
-        status.conditions.iter().find(|c| c.type_ == type_).expect("condition present")
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition present")
     }
 
     #[test]
     fn old_pods_still_running_mean_progressing() {
-        let d = deployment(2, DeploymentStatus {
-            observed_generation: Some(2),
-            replicas: Some(3),
-            updated_replicas: Some(2),
-            ready_replicas: Some(3),
-            available_replicas: Some(2),
-            ..DeploymentStatus::default()
-        });
+        let d = deployment(
+            2,
+            DeploymentStatus {
+                observed_generation: Some(2),
+                replicas: Some(3),
+                updated_replicas: Some(2),
+                ready_replicas: Some(3),
+                available_replicas: Some(2),
+                ..DeploymentStatus::default()
+            },
+        );
         let status = observe(Some(&d), &[]);
         assert_eq!(get(&status, PROGRESSING).status, "True");
-        assert_eq!(get(&status, READY).status, "True", "3 ready pods serve while the old one drains");
+        assert_eq!(
+            get(&status, READY).status,
+            "True",
+            "3 ready pods serve while the old one drains"
+        );
     }
 
     #[test]
     fn deadline_exceeded_is_degraded() {
-        let d = deployment(2, DeploymentStatus {
-            observed_generation: Some(2),
-            conditions: Some(vec![DeploymentCondition {
-                type_: "Progressing".into(),
-                status: "False".into(),
-                reason: Some("ProgressDeadlineExceeded".into()),
-                message: Some("ReplicaSet \"web-1\" has timed out progressing.".into()),
-                ..DeploymentCondition::default()
-            }]),
-            ..DeploymentStatus::default()
-        });
+        let d = deployment(
+            2,
+            DeploymentStatus {
+                observed_generation: Some(2),
+                conditions: Some(vec![DeploymentCondition {
+                    type_: "Progressing".into(),
+                    status: "False".into(),
+                    reason: Some("ProgressDeadlineExceeded".into()),
+                    message: Some("ReplicaSet \"web-1\" has timed out progressing.".into()),
+                    ..DeploymentCondition::default()
+                }]),
+                ..DeploymentStatus::default()
+            },
+        );
         let status = observe(Some(&d), &[]);
-        assert_eq!((get(&status, DEGRADED).status.as_str(), get(&status, DEGRADED).reason.as_str()), ("True", "RolloutFailed"));
+        assert_eq!(
+            (
+                get(&status, DEGRADED).status.as_str(),
+                get(&status, DEGRADED).reason.as_str()
+            ),
+            ("True", "RolloutFailed")
+        );
         assert_eq!(get(&status, PROGRESSING).reason, "ProgressDeadlineExceeded");
         assert_eq!(get(&status, READY).status, "False");
     }
@@ -256,17 +333,34 @@ mod tests {
         }];
         let status = observe(None, &previous);
         assert_eq!(get(&status, READY).last_transition_time, earlier);
-        assert_eq!(get(&status, DEGRADED).last_transition_time.0.as_second(), 1_000);
+        assert_eq!(
+            get(&status, DEGRADED).last_transition_time.0.as_second(),
+            1_000
+        );
         assert_eq!(get(&status, READY).observed_generation, Some(7));
     }
 
     #[test]
     fn failure_replaces_only_degraded() {
         let before = observe(None, &[]);
-        let failure = Failure { reason: "Conflict".into(), message: "409".into() };
-        let after = with_failure(&before, Some(8), &failure, Timestamp::from_second(2_000).expect("timestamp"));
+        let failure = Failure {
+            reason: "Conflict".into(),
+            message: "409".into(),
+        };
+        let after = with_failure(
+            &before,
+            Some(8),
+            &failure,
+            Timestamp::from_second(2_000).expect("timestamp"),
+        );
         assert_eq!(get(&after, READY), get(&before, READY));
-        assert_eq!((get(&after, DEGRADED).status.as_str(), get(&after, DEGRADED).reason.as_str()), ("True", "Conflict"));
+        assert_eq!(
+            (
+                get(&after, DEGRADED).status.as_str(),
+                get(&after, DEGRADED).reason.as_str()
+            ),
+            ("True", "Conflict")
+        );
         assert_eq!(after.conditions.len(), 3);
     }
 }

@@ -30,13 +30,20 @@ impl Drop for Guard {
 }
 
 pub fn init(format: LogFormat, level: &str) -> Result<Guard, Error> {
-    let filter = EnvFilter::try_new(level).map_err(|e| Error::Telemetry(format!("invalid --log-level {level:?}: {e}")))?;
+    let filter = EnvFilter::try_new(level)
+        .map_err(|e| Error::Telemetry(format!("invalid --log-level {level:?}: {e}")))?;
     let fmt = match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
     };
     let provider = otlp_provider()?;
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("wharf-operator")));
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("wharf-operator")));
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
@@ -51,8 +58,10 @@ fn env_set(name: &str) -> bool {
 }
 
 fn otlp_provider() -> Result<Option<SdkTracerProvider>, Error> {
-    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    let configured = env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    let disabled =
+        std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let configured =
+        env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
     if disabled || !configured {
         return Ok(None);
     }
@@ -60,17 +69,28 @@ fn otlp_provider() -> Result<Option<SdkTracerProvider>, Error> {
         .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
         .unwrap_or_else(|_| "http/protobuf".to_owned());
     let exporter = match protocol.trim() {
-        "grpc" => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
+        "grpc" => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build(),
         "http/protobuf" => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .build(),
-        other => return Err(Error::Telemetry(format!("unsupported OTEL_EXPORTER_OTLP_PROTOCOL {other:?}"))),
+        other => {
+            return Err(Error::Telemetry(format!(
+                "unsupported OTEL_EXPORTER_OTLP_PROTOCOL {other:?}"
+            )));
+        }
     }
     .map_err(|e| Error::Telemetry(e.to_string()))?;
     let mut resource = Resource::builder();
     if !env_set("OTEL_SERVICE_NAME") {
         resource = resource.with_service_name("wharf-operator");
     }
-    Ok(Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build()))
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    ))
 }

@@ -32,7 +32,11 @@ fn app(spec: Value) -> Value {
 fn violations(spec: Value) -> Vec<String> {
     match Validator::new().validate_with_defaults(&schema(), &app(spec), None) {
         Ok(()) => Vec::new(),
-        Err(errors) => errors.into_vec().into_iter().map(|e| e.to_string()).collect(),
+        Err(errors) => errors
+            .into_vec()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect(),
     }
 }
 
@@ -49,14 +53,29 @@ fn with(mut spec: Value, key: &str, value: Value) -> Value {
 fn valid_specs_pass_every_rule() {
     assert_eq!(violations(base()), Vec::<String>::new());
     let autoscaled = with(
-        with(base(), "autoscaling", json!({"minReplicas": 2, "maxReplicas": 5})),
+        with(
+            base(),
+            "autoscaling",
+            json!({"minReplicas": 2, "maxReplicas": 5}),
+        ),
         "resources",
         json!({"requests": {"cpu": "100m"}}),
     );
     assert_eq!(violations(autoscaled), Vec::<String>::new());
-    let tracing = with(base(), "tracing", json!({"enabled": true, "endpoint": "http://c:4317", "samplingRatio": "0.125"}));
+    let tracing = with(
+        base(),
+        "tracing",
+        json!({"enabled": true, "endpoint": "http://c:4317", "samplingRatio": "0.125"}),
+    );
     assert_eq!(violations(tracing), Vec::<String>::new());
-    assert_eq!(violations(with(base(), "disruptionBudget", json!({"maxUnavailable": "50%"}))), Vec::<String>::new());
+    assert_eq!(
+        violations(with(
+            base(),
+            "disruptionBudget",
+            json!({"maxUnavailable": "50%"})
+        )),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -65,23 +84,76 @@ fn each_rule_rejects_its_case() {
         (with(base(), "app", json!("no-colon")), "module:attribute"),
         (with(base(), "app", json!("pkg:app()")), "module:attribute"),
         (
-            with(with(with(base(), "replicas", json!(2)), "autoscaling", json!({"maxReplicas": 3})), "resources", json!({"requests": {"cpu": "1"}})),
+            with(
+                with(
+                    with(base(), "replicas", json!(2)),
+                    "autoscaling",
+                    json!({"maxReplicas": 3}),
+                ),
+                "resources",
+                json!({"requests": {"cpu": "1"}}),
+            ),
             "either replicas or autoscaling",
         ),
         (
-            with(with(base(), "autoscaling", json!({"minReplicas": 4, "maxReplicas": 3})), "resources", json!({"requests": {"cpu": "1"}})),
+            with(
+                with(
+                    base(),
+                    "autoscaling",
+                    json!({"minReplicas": 4, "maxReplicas": 3}),
+                ),
+                "resources",
+                json!({"requests": {"cpu": "1"}}),
+            ),
             "minReplicas must not exceed maxReplicas",
         ),
-        (with(base(), "autoscaling", json!({"maxReplicas": 3})), "resources.requests.cpu"),
-        (with(base(), "server", json!({"port": 9000})), "port and adminPort must differ"),
-        (with(base(), "tracing", json!({"enabled": true, "samplingRatio": "1.5"})), "samplingRatio"),
-        (with(base(), "tracing", json!({"enabled": true, "samplingRatio": "0.5e1"})), "samplingRatio"),
-        (with(base(), "tracing", json!({"enabled": true, "endpoint": "collector:4317"})), "http://"),
-        (with(base(), "disruptionBudget", json!({"minAvailable": 1, "maxUnavailable": 1})), "at most one"),
+        (
+            with(base(), "autoscaling", json!({"maxReplicas": 3})),
+            "resources.requests.cpu",
+        ),
+        (
+            with(base(), "server", json!({"port": 9000})),
+            "port and adminPort must differ",
+        ),
+        (
+            with(
+                base(),
+                "tracing",
+                json!({"enabled": true, "samplingRatio": "1.5"}),
+            ),
+            "samplingRatio",
+        ),
+        (
+            with(
+                base(),
+                "tracing",
+                json!({"enabled": true, "samplingRatio": "0.5e1"}),
+            ),
+            "samplingRatio",
+        ),
+        (
+            with(
+                base(),
+                "tracing",
+                json!({"enabled": true, "endpoint": "collector:4317"}),
+            ),
+            "http://",
+        ),
+        (
+            with(
+                base(),
+                "disruptionBudget",
+                json!({"minAvailable": 1, "maxUnavailable": 1}),
+            ),
+            "at most one",
+        ),
     ];
     for (spec, expected) in cases {
         let found = violations(spec.clone());
-        assert!(found.iter().any(|v| v.contains(expected)), "{spec}: expected a violation mentioning {expected:?}, got {found:?}");
+        assert!(
+            found.iter().any(|v| v.contains(expected)),
+            "{spec}: expected a violation mentioning {expected:?}, got {found:?}"
+        );
     }
 }
 

@@ -12,13 +12,18 @@ use wharf_operator::crd::{Runtime, WsgiApp};
 use wharf_operator::render::{self, Children, RenderConfig, deployment, labels, runtime};
 
 fn config() -> RenderConfig {
-    RenderConfig { default_injector_image: Some("registry.example.com/wharf-injector:default".to_owned()) }
+    RenderConfig {
+        default_injector_image: Some("registry.example.com/wharf-injector:default".to_owned()),
+    }
 }
 
 fn doc<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> String {
     let mut value = serde_json::to_value(object).expect("serializes");
     let mut ordered = serde_json::Map::new();
-    ordered.insert("apiVersion".to_owned(), K::api_version(&()).into_owned().into());
+    ordered.insert(
+        "apiVersion".to_owned(),
+        K::api_version(&()).into_owned().into(),
+    );
     ordered.insert("kind".to_owned(), K::kind(&()).into_owned().into());
     if let Some(map) = value.as_object_mut() {
         ordered.append(map);
@@ -52,14 +57,24 @@ fn rendered_children_match_golden_files() {
         }
         let expected = std::fs::read_to_string(&path).unwrap_or_default();
         if expected != rendered {
-            stale.push(format!("{name}: rendered output differs from {}\n{rendered}", path.display()));
+            stale.push(format!(
+                "{name}: rendered output differs from {}\n{rendered}",
+                path.display()
+            ));
         }
     }
-    assert!(stale.is_empty(), "{}\n(run with UPDATE_GOLDEN=1 after checking the diff)", stale.join("\n"));
+    assert!(
+        stale.is_empty(),
+        "{}\n(run with UPDATE_GOLDEN=1 after checking the diff)",
+        stale.join("\n")
+    );
 }
 
 fn metas(children: &Children) -> Vec<(&'static str, &ObjectMeta)> {
-    let mut metas = vec![("Deployment", &children.deployment.metadata), ("Service", &children.service.metadata)];
+    let mut metas = vec![
+        ("Deployment", &children.deployment.metadata),
+        ("Service", &children.service.metadata),
+    ];
     if let Some(hpa) = &children.hpa {
         metas.push(("HorizontalPodAutoscaler", &hpa.metadata));
     }
@@ -79,7 +94,10 @@ fn every_child_is_owned_labelled_and_colocated() {
             assert_eq!(owners.len(), 1, "{name} {kind}");
             let owner = &owners[0];
             assert_eq!(Some(&owner.uid), app.metadata.uid.as_ref(), "{name} {kind}");
-            assert_eq!((owner.kind.as_str(), owner.api_version.as_str()), ("WsgiApp", "wharf.dev/v1alpha1"));
+            assert_eq!(
+                (owner.kind.as_str(), owner.api_version.as_str()),
+                ("WsgiApp", "wharf.dev/v1alpha1")
+            );
             assert_eq!(owner.controller, Some(true), "{name} {kind}");
             assert_eq!(meta.namespace, app.metadata.namespace, "{name} {kind}");
             let got = meta.labels.clone().unwrap_or_default();
@@ -98,9 +116,19 @@ fn replicas_belong_to_the_hpa_when_autoscaling() {
         let replicas = children.deployment.spec.as_ref().and_then(|s| s.replicas);
         match &app.spec.autoscaling {
             Some(a) => {
-                assert_eq!(replicas, None, "{name}: Deployment must not set replicas under an HPA");
-                let hpa = children.hpa.as_ref().and_then(|h| h.spec.as_ref()).expect("HPA rendered");
-                assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(a.min_replicas), a.max_replicas));
+                assert_eq!(
+                    replicas, None,
+                    "{name}: Deployment must not set replicas under an HPA"
+                );
+                let hpa = children
+                    .hpa
+                    .as_ref()
+                    .and_then(|h| h.spec.as_ref())
+                    .expect("HPA rendered");
+                assert_eq!(
+                    (hpa.min_replicas, hpa.max_replicas),
+                    (Some(a.min_replicas), a.max_replicas)
+                );
             }
             None => {
                 assert_eq!(replicas, Some(app.spec.replicas.unwrap_or(1)), "{name}");
@@ -117,26 +145,70 @@ fn pod_template_selects_itself_and_drains_gracefully() {
         let children = render::render(&app, &config()).expect("renders");
         let spec = children.deployment.spec.as_ref().expect("spec");
         let selector = spec.selector.match_labels.clone().unwrap_or_default();
-        let pod_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
-        assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "{name}: selector must match pods");
-        let service_selector = children.service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        assert!(
+            selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+            "{name}: selector must match pods"
+        );
+        let service_selector = children
+            .service
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default();
         assert_eq!(service_selector, selector, "{name}");
 
         let pod = spec.template.spec.as_ref().expect("pod spec");
         let server = &app.spec.server;
         let grace = pod.termination_grace_period_seconds.expect("grace period");
-        assert!(grace > i64::from(server.graceful_timeout_seconds + server.pre_stop_delay_seconds), "{name}: {grace}");
+        assert!(
+            grace > i64::from(server.graceful_timeout_seconds + server.pre_stop_delay_seconds),
+            "{name}: {grace}"
+        );
         let container = &pod.containers[0];
         assert_eq!(container.name, deployment::CONTAINER);
-        for probe in [&container.liveness_probe, &container.readiness_probe, &container.startup_probe] {
-            let path = probe.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone());
-            assert!(matches!(path.as_deref(), Some("/livez" | "/readyz")), "{name}: {path:?}");
+        for probe in [
+            &container.liveness_probe,
+            &container.readiness_probe,
+            &container.startup_probe,
+        ] {
+            let path = probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .and_then(|h| h.path.clone());
+            assert!(
+                matches!(path.as_deref(), Some("/livez" | "/readyz")),
+                "{name}: {path:?}"
+            );
         }
-        let annotations = spec.template.metadata.as_ref().and_then(|m| m.annotations.clone()).unwrap_or_default();
-        assert_eq!(annotations.get(deployment::TEMPLATE_HASH).map(String::len), Some(16), "{name}");
+        let annotations = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            annotations.get(deployment::TEMPLATE_HASH).map(String::len),
+            Some(16),
+            "{name}"
+        );
 
-        let env: BTreeMap<_, _> = container.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone())).collect();
-        assert_eq!(env.len(), container.env.as_ref().map_or(0, Vec::len), "{name}: duplicate env names break SSA");
+        let env: BTreeMap<_, _> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect();
+        assert_eq!(
+            env.len(),
+            container.env.as_ref().map_or(0, Vec::len),
+            "{name}: duplicate env names break SSA"
+        );
         let command = container.command.clone().unwrap_or_default();
         match app.spec.runtime {
             Runtime::Bundled => {
@@ -144,16 +216,35 @@ fn pod_template_selects_itself_and_drains_gracefully() {
                 assert!(pod.init_containers.is_none(), "{name}");
             }
             Runtime::Injected => {
-                assert!(command.iter().any(|c| c.contains("exec python -m wharf \"$@\"")), "{name}");
+                assert!(
+                    command
+                        .iter()
+                        .any(|c| c.contains("exec python -m wharf \"$@\"")),
+                    "{name}"
+                );
                 let python_path = env.get("PYTHONPATH").cloned().flatten().unwrap_or_default();
-                assert!(python_path.starts_with(runtime::INJECT_DIR), "{name}: {python_path}");
+                assert!(
+                    python_path.starts_with(runtime::INJECT_DIR),
+                    "{name}: {python_path}"
+                );
                 let init = pod.init_containers.as_ref().expect("init container");
-                assert_eq!(init[0].command.as_ref().map(|c| c.join(" ")).as_deref(), Some("cp -a /wharf/. /opt/wharf/"));
+                assert_eq!(
+                    init[0].command.as_ref().map(|c| c.join(" ")).as_deref(),
+                    Some("cp -a /wharf/. /opt/wharf/")
+                );
             }
         }
         let args = container.args.clone().unwrap_or_default();
         assert_eq!(args.last(), Some(&app.spec.app), "{name}: APP comes last");
-        assert_eq!(&args[..4], &["--bind".to_owned(), format!("0.0.0.0:{}", server.port), "--admin-bind".to_owned(), format!("0.0.0.0:{}", server.admin_port)]);
+        assert_eq!(
+            &args[..4],
+            &[
+                "--bind".to_owned(),
+                format!("0.0.0.0:{}", server.port),
+                "--admin-bind".to_owned(),
+                format!("0.0.0.0:{}", server.admin_port)
+            ]
+        );
     }
 }
 
@@ -164,17 +255,27 @@ fn template_hash_follows_configuration_changes() {
     let hash = |app: &WsgiApp| {
         let children = render::render(app, &config()).expect("renders");
         let template = children.deployment.spec.expect("spec").template;
-        template.metadata.and_then(|m| m.annotations).and_then(|a| a.get(deployment::TEMPLATE_HASH).cloned())
+        template
+            .metadata
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get(deployment::TEMPLATE_HASH).cloned())
     };
     let mut changed = app.clone();
-    changed.spec.env.push(k8s_openapi::api::core::v1::EnvVar { name: "FEATURE".into(), value: Some("on".into()), value_from: None });
+    changed.spec.env.push(k8s_openapi::api::core::v1::EnvVar {
+        name: "FEATURE".into(),
+        value: Some("on".into()),
+        value_from: None,
+    });
     assert_ne!(hash(&app), hash(&changed));
     assert_eq!(hash(&app), hash(&app.clone()));
 }
 
 #[test]
 fn user_pythonpath_from_a_secret_is_kept_behind_the_runtime() {
-    let (_, input) = common::cases().into_iter().find(|(n, _)| n == "injected").expect("case");
+    let (_, input) = common::cases()
+        .into_iter()
+        .find(|(n, _)| n == "injected")
+        .expect("case");
     let mut app = common::load(&input);
     app.spec.env = vec![k8s_openapi::api::core::v1::EnvVar {
         name: "PYTHONPATH".into(),
@@ -189,22 +290,51 @@ fn user_pythonpath_from_a_secret_is_kept_behind_the_runtime() {
         }),
     }];
     let children = render::render(&app, &config()).expect("renders");
-    let pod = children.deployment.spec.and_then(|s| s.template.spec).expect("pod");
+    let pod = children
+        .deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod");
     let env = pod.containers[0].env.clone().unwrap_or_default();
     let names: Vec<_> = env.iter().map(|e| e.name.as_str()).collect();
-    let user = names.iter().position(|n| *n == runtime::USER_PYTHONPATH).expect("renamed user var");
-    let merged = names.iter().position(|n| *n == "PYTHONPATH").expect("PYTHONPATH");
-    assert!(user < merged, "dependent variable must come after the one it references: {names:?}");
-    assert_eq!(env[merged].value.as_deref(), Some("/opt/wharf:$(WHARF_USER_PYTHONPATH)"));
+    let user = names
+        .iter()
+        .position(|n| *n == runtime::USER_PYTHONPATH)
+        .expect("renamed user var");
+    let merged = names
+        .iter()
+        .position(|n| *n == "PYTHONPATH")
+        .expect("PYTHONPATH");
+    assert!(
+        user < merged,
+        "dependent variable must come after the one it references: {names:?}"
+    );
+    assert_eq!(
+        env[merged].value.as_deref(),
+        Some("/opt/wharf:$(WHARF_USER_PYTHONPATH)")
+    );
 }
 
 #[test]
 fn injected_mode_without_any_injector_image_is_a_spec_error() {
-    let (_, input) = common::cases().into_iter().find(|(n, _)| n == "injected").expect("case");
+    let (_, input) = common::cases()
+        .into_iter()
+        .find(|(n, _)| n == "injected")
+        .expect("case");
     let mut app = common::load(&input);
     app.spec.injector_image = None;
-    assert!(matches!(render::render(&app, &RenderConfig::default()), Err(render::RenderError::Spec(_))));
+    assert!(matches!(
+        render::render(&app, &RenderConfig::default()),
+        Err(render::RenderError::Spec(_))
+    ));
     let children = render::render(&app, &config()).expect("operator default applies");
-    let pod = children.deployment.spec.and_then(|s| s.template.spec).expect("pod");
-    assert_eq!(pod.init_containers.expect("init")[0].image.as_deref(), Some("registry.example.com/wharf-injector:default"));
+    let pod = children
+        .deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod");
+    assert_eq!(
+        pod.init_containers.expect("init")[0].image.as_deref(),
+        Some("registry.example.com/wharf-injector:default")
+    );
 }

@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext,
-    SleepAction, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle,
+    LifecycleHandler, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecurityContext, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -29,8 +31,15 @@ pub fn render(t: &Target) -> Deployment {
         spec: Some(DeploymentSpec {
             // With autoscaling the HPA owns spec.replicas; setting it here would fight the HPA on
             // every reconcile.
-            replicas: if spec.autoscaling.is_some() { None } else { Some(spec.replicas.unwrap_or(1)) },
-            selector: LabelSelector { match_labels: Some(labels::selector(t.name)), ..LabelSelector::default() },
+            replicas: if spec.autoscaling.is_some() {
+                None
+            } else {
+                Some(spec.replicas.unwrap_or(1))
+            },
+            selector: LabelSelector {
+                match_labels: Some(labels::selector(t.name)),
+                ..LabelSelector::default()
+            },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".to_owned()),
                 rolling_update: Some(RollingUpdateDeployment {
@@ -53,7 +62,11 @@ fn pod_template(t: &Target) -> PodTemplateSpec {
     pod_labels.extend(labels::common(t.name));
 
     let container = app_container(t);
-    let mut volumes = vec![Volume { name: TMP_VOLUME.to_owned(), empty_dir: Some(Default::default()), ..Volume::default() }];
+    let mut volumes = vec![Volume {
+        name: TMP_VOLUME.to_owned(),
+        empty_dir: Some(Default::default()),
+        ..Volume::default()
+    }];
     let mut init_containers = None;
     if spec.runtime == Runtime::Injected
         && let Some(image) = spec.injector_image(t.config.default_injector_image.as_deref())
@@ -72,7 +85,11 @@ fn pod_template(t: &Target) -> PodTemplateSpec {
         tolerations: non_empty(spec.tolerations.clone()),
         affinity: spec.affinity.clone(),
         topology_spread_constraints: non_empty(spec.topology_spread_constraints.clone()),
-        security_context: Some(spec.pod_security_context.clone().unwrap_or_else(restricted_pod_security)),
+        security_context: Some(
+            spec.pod_security_context
+                .clone()
+                .unwrap_or_else(restricted_pod_security),
+        ),
         termination_grace_period_seconds: Some(
             i64::from(spec.server.graceful_timeout_seconds)
                 + i64::from(spec.server.pre_stop_delay_seconds)
@@ -90,7 +107,9 @@ fn pod_template(t: &Target) -> PodTemplateSpec {
     };
     let hash = template_hash(&template);
     if let Some(meta) = template.metadata.as_mut() {
-        meta.annotations.get_or_insert_with(BTreeMap::new).insert(TEMPLATE_HASH.to_owned(), hash);
+        meta.annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(TEMPLATE_HASH.to_owned(), hash);
     }
     template
 }
@@ -98,7 +117,11 @@ fn pod_template(t: &Target) -> PodTemplateSpec {
 fn app_container(t: &Target) -> Container {
     let spec = &t.app.spec;
     let (command, args) = runtime::command(spec.runtime, wharf_args(t));
-    let mut mounts = vec![VolumeMount { name: TMP_VOLUME.to_owned(), mount_path: "/tmp".to_owned(), ..VolumeMount::default() }];
+    let mut mounts = vec![VolumeMount {
+        name: TMP_VOLUME.to_owned(),
+        mount_path: "/tmp".to_owned(),
+        ..VolumeMount::default()
+    }];
     let mut env = merge_env(operator_env(t), spec.env.clone());
     if spec.runtime == Runtime::Injected {
         env = runtime::with_injected_pythonpath(env);
@@ -111,8 +134,18 @@ fn app_container(t: &Target) -> Container {
         command: Some(command),
         args: Some(args),
         ports: Some(vec![
-            ContainerPort { name: Some("http".to_owned()), container_port: spec.server.port, protocol: Some("TCP".to_owned()), ..ContainerPort::default() },
-            ContainerPort { name: Some("admin".to_owned()), container_port: spec.server.admin_port, protocol: Some("TCP".to_owned()), ..ContainerPort::default() },
+            ContainerPort {
+                name: Some("http".to_owned()),
+                container_port: spec.server.port,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("admin".to_owned()),
+                container_port: spec.server.admin_port,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
         ]),
         env: non_empty(env),
         env_from: non_empty(spec.env_from.clone()),
@@ -125,12 +158,18 @@ fn app_container(t: &Target) -> Container {
             // The kubelet sleeps before SIGTERM, so endpoints controllers and load balancers stop
             // sending traffic before wharf starts draining; no shell needed in the image.
             pre_stop: Some(LifecycleHandler {
-                sleep: Some(SleepAction { seconds: i64::from(spec.server.pre_stop_delay_seconds) }),
+                sleep: Some(SleepAction {
+                    seconds: i64::from(spec.server.pre_stop_delay_seconds),
+                }),
                 ..LifecycleHandler::default()
             }),
             ..Lifecycle::default()
         }),
-        security_context: Some(spec.security_context.clone().unwrap_or_else(restricted_container_security)),
+        security_context: Some(
+            spec.security_context
+                .clone()
+                .unwrap_or_else(restricted_container_security),
+        ),
         volume_mounts: Some(mounts),
         termination_message_path: Some("/dev/termination-log".to_owned()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
@@ -180,14 +219,23 @@ fn tracing_env(t: &Target, tracing: &TracingSpec) -> Vec<EnvVar> {
             name: "WHARF_POD_NAME".to_owned(),
             value: None,
             value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".to_owned(), api_version: None }),
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".to_owned(),
+                    api_version: None,
+                }),
                 ..EnvVarSource::default()
             }),
         },
-        plain("OTEL_SERVICE_NAME", tracing.service_name.as_deref().unwrap_or(t.name)),
+        plain(
+            "OTEL_SERVICE_NAME",
+            tracing.service_name.as_deref().unwrap_or(t.name),
+        ),
         plain(
             "OTEL_RESOURCE_ATTRIBUTES",
-            &format!("k8s.namespace.name={},k8s.deployment.name={},k8s.pod.name=$(WHARF_POD_NAME)", t.namespace, t.name),
+            &format!(
+                "k8s.namespace.name={},k8s.deployment.name={},k8s.pod.name=$(WHARF_POD_NAME)",
+                t.namespace, t.name
+            ),
         ),
     ];
     if let Some(endpoint) = &tracing.endpoint {
@@ -206,13 +254,20 @@ fn tracing_env(t: &Target, tracing: &TracingSpec) -> Vec<EnvVar> {
 /// The user's variables win: an operator variable of the same name is dropped (env is a list map
 /// keyed by name, so server-side apply rejects duplicates anyway).
 fn merge_env(operator: Vec<EnvVar>, user: Vec<EnvVar>) -> Vec<EnvVar> {
-    let mut env: Vec<EnvVar> = operator.into_iter().filter(|o| !user.iter().any(|u| u.name == o.name)).collect();
+    let mut env: Vec<EnvVar> = operator
+        .into_iter()
+        .filter(|o| !user.iter().any(|u| u.name == o.name))
+        .collect();
     env.extend(user);
     env
 }
 
 fn plain(name: &str, value: &str) -> EnvVar {
-    EnvVar { name: name.to_owned(), value: Some(value.to_owned()), value_from: None }
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    }
 }
 
 fn probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
@@ -234,7 +289,10 @@ fn probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
 fn restricted_pod_security() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), localhost_profile: None }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
         ..PodSecurityContext::default()
     }
 }
@@ -244,10 +302,16 @@ fn restricted_pod_security() -> PodSecurityContext {
 fn restricted_container_security() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), add: None }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), localhost_profile: None }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
         ..SecurityContext::default()
     }
 }

@@ -14,7 +14,10 @@ pub const MANAGER: &str = "wharf-operator";
 /// Labels that select the app's pods; they never change for the life of the WsgiApp, because a
 /// Deployment's selector is immutable.
 pub fn selector(app_name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(NAME.to_owned(), app_name.to_owned()), (INSTANCE.to_owned(), app_name.to_owned())])
+    BTreeMap::from([
+        (NAME.to_owned(), app_name.to_owned()),
+        (INSTANCE.to_owned(), app_name.to_owned()),
+    ])
 }
 
 /// Labels put on every object the operator creates.
@@ -28,5 +31,9 @@ pub fn common(app_name: &str) -> BTreeMap<String, String> {
 
 /// The selector as a label-selector query string (`k=v,k=v`).
 pub fn selector_query(app_name: &str) -> String {
-    selector(app_name).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    selector(app_name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }

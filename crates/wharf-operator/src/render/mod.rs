@@ -52,10 +52,26 @@ pub struct Target<'a> {
 
 impl<'a> Target<'a> {
     pub fn new(app: &'a WsgiApp, config: &'a RenderConfig) -> Result<Self, RenderError> {
-        let name = app.metadata.name.as_deref().ok_or(RenderError::MissingMetadata("name"))?;
-        let namespace = app.metadata.namespace.as_deref().ok_or(RenderError::MissingMetadata("namespace"))?;
-        let owner = app.controller_owner_ref(&()).ok_or(RenderError::MissingMetadata("uid"))?;
-        Ok(Target { app, name, namespace, owner, config })
+        let name = app
+            .metadata
+            .name
+            .as_deref()
+            .ok_or(RenderError::MissingMetadata("name"))?;
+        let namespace = app
+            .metadata
+            .namespace
+            .as_deref()
+            .ok_or(RenderError::MissingMetadata("namespace"))?;
+        let owner = app
+            .controller_owner_ref(&())
+            .ok_or(RenderError::MissingMetadata("uid"))?;
+        Ok(Target {
+            app,
+            name,
+            namespace,
+            owner,
+            config,
+        })
     }
 }
 

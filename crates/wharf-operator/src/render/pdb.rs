@@ -16,7 +16,10 @@ pub fn render(t: &Target) -> Option<PodDisruptionBudget> {
         return None;
     }
     let min_available = budget.and_then(|b| b.min_available.clone());
-    let max_unavailable = match (&min_available, budget.and_then(|b| b.max_unavailable.clone())) {
+    let max_unavailable = match (
+        &min_available,
+        budget.and_then(|b| b.max_unavailable.clone()),
+    ) {
         (_, Some(max)) => Some(max),
         (None, None) => Some(IntOrString::Int(1)),
         (Some(_), None) => None,
@@ -24,7 +27,10 @@ pub fn render(t: &Target) -> Option<PodDisruptionBudget> {
     Some(PodDisruptionBudget {
         metadata: object_meta(t),
         spec: Some(PodDisruptionBudgetSpec {
-            selector: Some(LabelSelector { match_labels: Some(labels::selector(t.name)), ..LabelSelector::default() }),
+            selector: Some(LabelSelector {
+                match_labels: Some(labels::selector(t.name)),
+                ..LabelSelector::default()
+            }),
             min_available,
             max_unavailable,
             // Pods that never became ready must not hold up a node drain.

@@ -32,7 +32,12 @@ pub fn command(runtime: Runtime, wharf_args: Vec<String>) -> (Vec<String>, Vec<S
     match runtime {
         Runtime::Bundled => (vec!["wharf".to_owned()], wharf_args),
         Runtime::Injected => (
-            vec!["/bin/sh".to_owned(), "-c".to_owned(), INJECTED_LAUNCHER.to_owned(), "wharf".to_owned()],
+            vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                INJECTED_LAUNCHER.to_owned(),
+                "wharf".to_owned(),
+            ],
             wharf_args,
         ),
     }
@@ -44,7 +49,12 @@ pub fn init_container(t: &Target, image: &str, template: &Container) -> Containe
         name: INJECT_VOLUME.to_owned(),
         image: Some(image.to_owned()),
         image_pull_policy: template.image_pull_policy.clone(),
-        command: Some(vec!["cp".to_owned(), "-a".to_owned(), "/wharf/.".to_owned(), format!("{INJECT_DIR}/")]),
+        command: Some(vec![
+            "cp".to_owned(),
+            "-a".to_owned(),
+            "/wharf/.".to_owned(),
+            format!("{INJECT_DIR}/"),
+        ]),
         // Same requests as the app container: the pod's effective request is the max anyway, and
         // namespaces with quotas demand requests on every container.
         resources: t.app.spec.resources.clone(),
@@ -59,7 +69,11 @@ pub fn init_container(t: &Target, image: &str, template: &Container) -> Containe
 }
 
 pub fn volume() -> Volume {
-    Volume { name: INJECT_VOLUME.to_owned(), empty_dir: Some(Default::default()), ..Volume::default() }
+    Volume {
+        name: INJECT_VOLUME.to_owned(),
+        empty_dir: Some(Default::default()),
+        ..Volume::default()
+    }
 }
 
 pub fn app_mount() -> VolumeMount {
@@ -75,13 +89,24 @@ pub fn app_mount() -> VolumeMount {
 /// user put there after it.
 pub fn with_injected_pythonpath(mut env: Vec<EnvVar>) -> Vec<EnvVar> {
     let Some(pos) = env.iter().position(|e| e.name == "PYTHONPATH") else {
-        env.push(EnvVar { name: "PYTHONPATH".to_owned(), value: Some(INJECT_DIR.to_owned()), value_from: None });
+        env.push(EnvVar {
+            name: "PYTHONPATH".to_owned(),
+            value: Some(INJECT_DIR.to_owned()),
+            value_from: None,
+        });
         return env;
     };
     let user = env.remove(pos);
     match (user.value, user.value_from) {
         (_, Some(value_from)) => {
-            env.insert(pos, EnvVar { name: USER_PYTHONPATH.to_owned(), value: None, value_from: Some(value_from) });
+            env.insert(
+                pos,
+                EnvVar {
+                    name: USER_PYTHONPATH.to_owned(),
+                    value: None,
+                    value_from: Some(value_from),
+                },
+            );
             env.insert(
                 pos + 1,
                 EnvVar {
@@ -93,11 +118,19 @@ pub fn with_injected_pythonpath(mut env: Vec<EnvVar>) -> Vec<EnvVar> {
         }
         (Some(value), None) if !value.is_empty() => env.insert(
             pos,
-            EnvVar { name: "PYTHONPATH".to_owned(), value: Some(format!("{INJECT_DIR}:{value}")), value_from: None },
+            EnvVar {
+                name: "PYTHONPATH".to_owned(),
+                value: Some(format!("{INJECT_DIR}:{value}")),
+                value_from: None,
+            },
         ),
         _ => env.insert(
             pos,
-            EnvVar { name: "PYTHONPATH".to_owned(), value: Some(INJECT_DIR.to_owned()), value_from: None },
+            EnvVar {
+                name: "PYTHONPATH".to_owned(),
+                value: Some(INJECT_DIR.to_owned()),
+                value_from: None,
+            },
         ),
     }
     env

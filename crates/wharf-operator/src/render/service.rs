@@ -44,5 +44,9 @@ pub fn render(t: &Target) -> Service {
 pub fn url(t: &Target) -> String {
     let port = t.app.spec.service.port;
     let base = format!("http://{}.{}.svc", t.name, t.namespace);
-    if port == 80 { base } else { format!("{base}:{port}") }
+    if port == 80 {
+        base
+    } else {
+        format!("{base}:{port}")
+    }
 }

@@ -16,12 +16,24 @@ pub fn repo_dir() -> PathBuf {
 /// Representative WsgiApps: the example manifests plus the golden-only inputs.
 pub fn cases() -> Vec<(String, PathBuf)> {
     let mut cases = vec![
-        ("minimal".to_owned(), repo_dir().join("deploy/examples/minimal.yaml")),
-        ("full".to_owned(), repo_dir().join("deploy/examples/full.yaml")),
-        ("injected".to_owned(), repo_dir().join("deploy/examples/injected.yaml")),
+        (
+            "minimal".to_owned(),
+            repo_dir().join("deploy/examples/minimal.yaml"),
+        ),
+        (
+            "full".to_owned(),
+            repo_dir().join("deploy/examples/full.yaml"),
+        ),
+        (
+            "injected".to_owned(),
+            repo_dir().join("deploy/examples/injected.yaml"),
+        ),
     ];
     for name in ["autoscaled", "tracing"] {
-        cases.push((name.to_owned(), crate_dir().join(format!("tests/golden/inputs/{name}.yaml"))));
+        cases.push((
+            name.to_owned(),
+            crate_dir().join(format!("tests/golden/inputs/{name}.yaml")),
+        ));
     }
     cases
 }
@@ -29,7 +41,8 @@ pub fn cases() -> Vec<(String, PathBuf)> {
 /// Reads a manifest and gives it what the API server would: a uid and a generation.
 pub fn load(path: &Path) -> WsgiApp {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut app: WsgiApp = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut app: WsgiApp =
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let name = app.metadata.name.clone().expect("fixture has a name");
     app.metadata.uid = Some(format!("00000000-0000-4000-8000-{:0>12}", name.len()));
     app.metadata.generation = Some(1);
