@@ -3,6 +3,8 @@
 //! `OTEL_SDK_DISABLED` is not `true`; sampler, resource and protocol come from the other standard
 //! `OTEL_*` variables.
 
+use std::io::IsTerminal as _;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
@@ -38,7 +40,7 @@ pub fn init(format: LogFormat, level: &str) -> Result<Guard, Error> {
             .flatten_event(true)
             .with_current_span(true)
             .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()).boxed(),
     };
     let provider = otlp_provider()?;
     let otel = provider
