@@ -40,5 +40,7 @@ async fn run(args: RunArgs) -> ExitCode {
 }
 
 fn print_crd() -> Result<(), Error> {
-    std::io::stdout().write_all(crd_yaml()?.as_bytes()).map_err(Error::Stdout)
+    std::io::stdout()
+        .write_all(crd_yaml()?.as_bytes())
+        .map_err(Error::Stdout)
 }

@@ -40,7 +40,9 @@ pub fn init(format: LogFormat, level: &str) -> Result<Guard, Error> {
             .flatten_event(true)
             .with_current_span(true)
             .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
     };
     let provider = otlp_provider()?;
     let otel = provider
