@@ -123,6 +123,9 @@ def hello_deps(docker: Docker, tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("hello-deps")
     run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
          "--target", str(target), "-r", str(HELLO / "requirements.txt")], timeout=600)
+    # pytest's temporary directories are private to the host user; the container runs as another.
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
     return target
 
 
@@ -246,7 +249,7 @@ def test_runtime_serves_the_mounted_example_read_only_as_non_root(docker, images
         "--volume", f"{HELLO}:/app:ro", "--volume", f"{SMOKE_APP}:/smoke:ro",
         "--volume", f"{hello_deps}:/deps:ro", "--env", "PYTHONPATH=/smoke:/deps",
         "--env", "HELLO_VERSION=smoke",
-        images["runtime"], "smoke_app:app", "--graceful-timeout", "20",
+        images["runtime"], "smoke_app:app",
     ]
     with Container(docker, args) as container:
         container.wait_ready()
@@ -278,7 +281,7 @@ def test_injected_payload_runs_the_app_from_a_plain_python_image(docker, images,
         "--volume", f"{SMOKE_APP}:/smoke:ro", "--volume", f"{hello_deps}:/deps:ro",
         "--env", "PYTHONPATH=/opt/wharf:/smoke:/deps", "--env", "HELLO_VERSION=injected",
         base_image, "python", "-m", "wharf", "smoke_app:app",
-        "--bind", "0.0.0.0:8000", "--admin-bind", "0.0.0.0:9000", "--graceful-timeout", "20",
+        "--bind", "0.0.0.0:8000", "--admin-bind", "0.0.0.0:9000",
     ]
     with Container(docker, args) as container:
         container.wait_ready()
