@@ -114,7 +114,6 @@ class ServerProcess:
         return seen
 
     def log_tail(self, limit: int = 2000) -> str:
-        self._log.flush()
         return self.log_path.read_text(errors="replace")[-limit:]
 
     def stop(self, grace: float = 5.0) -> None:

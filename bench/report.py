@@ -43,12 +43,13 @@ def render(out_dir: Path) -> str:
         out.append(f"Run {meta.get('started', '?')} · {meta.get('mode', '')} · duration {meta.get('duration')} s · "
                    f"reps {meta.get('reps')} · warm-up {meta.get('warmup')} s · threads {meta.get('threads')} · "
                    f"server on CPU {meta.get('server_cpu')}, wrk on CPU {meta.get('client_cpu')} · "
-                   f"{meta.get('wrk', 'wrk')} · {meta.get('nproc', '?')} CPUs")
+                   f"{meta.get('wrk', 'wrk')} · {meta.get('nproc', '?')} CPUs\n")
         out.append(f"Load average (1/5/15 min) at start {meta.get('loadavg_at_start', '?')}, "
-                   f"at end {meta.get('loadavg_at_end', '?')}")
+                   f"at end {meta.get('loadavg_at_end', '?')}\n")
         versions = meta.get("versions", {})
         if versions:
-            out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+            out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+                       + f" · repo at {meta.get('repo_revision', '?')} when run (wharf: {meta.get('wharf') or '-'})")
         out.append("")
     out.append("Cells: req/s · p50 ms · p99 ms · RSS MiB (server process group, after the run) · CPU % server/wrk · "
                "CPU % taken by other processes on the server/wrk CPU; median over the reps. "

@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -210,6 +211,16 @@ class Run:
                          f"{(self.out / 'raw' / f'{app}.{name}.c{conc}.r{rep}.txt').read_text()[-600:]!r}")
 
 
+def _source_revision() -> str:
+    """The repo commit wharf was built from, marked dirty when the working tree had changes."""
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE.parent, capture_output=True,
+                              text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
 def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -246,7 +257,7 @@ def main(argv: list[str]) -> int:
         "started": started.isoformat(timespec="seconds"), "mode": "smoke" if args.smoke else "full",
         "duration": args.duration, "reps": args.reps, "warmup": args.warmup, "threads": args.threads,
         "server_cpu": args.server_cpu, "client_cpu": args.client_cpu, "nproc": os.cpu_count(),
-        "wrk": wrk_version, "servers": servers, "plan": args.plan, "wharf": wharf or None,
+        "wrk": wrk_version, "servers": servers, "plan": args.plan, "wharf": wharf or None, "repo_revision": _source_revision(),
         "versions": environment.versions(interpreter), "loadavg_at_start": _loadavg(),
     }
     print(f"results: {out}", flush=True)
