@@ -52,20 +52,22 @@ app.kubernetes.io/part-of: wharf
 {{- default .Release.Namespace .Values.watchNamespace }}
 {{- end }}
 
-{{/* Rules for reconciling WsgiApps and their children; shared by the ClusterRole and the Role. */}}
+{{/* Rules for reconciling WsgiApps and their children (docs/operator.md, "RBAC"); shared by the
+ClusterRole and the Role. create sits next to patch: a server-side apply that creates an object is
+authorised as create. */}}
 {{- define "wharf-operator.rules" -}}
 - apiGroups: ["wharf.dev"]
   resources: ["wsgiapps"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["wharf.dev"]
   resources: ["wsgiapps/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -74,11 +76,8 @@ app.kubernetes.io/part-of: wharf
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
 - apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
