@@ -33,6 +33,7 @@ class WharfProcess:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
         full_env.update(env or {})
         self.cmd = [*wharf_command(), "--bind", self.bind, "--chdir", str(APPS_DIR), *args, app]
+        self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
         self._log = open(self.log_path, "wb")
         self._out = open(self.out_path, "wb")
         self.proc = subprocess.Popen(self.cmd, stdout=self._out, stderr=self._log, env=full_env)
@@ -40,11 +41,13 @@ class WharfProcess:
         self.url = f"http://127.0.0.1:{self.port}" if self.port else None
 
     def _wait_listening(self) -> int | None:
+        """Waits until the sockets are bound and every worker reported ready."""
         deadline = time.monotonic() + STARTUP_TIMEOUT
         pattern = re.compile(r"listening on (?:http://[^\s]*:(\d+)|unix:)")
         while time.monotonic() < deadline:
-            match = pattern.search(self.log())
-            if match:
+            log = self.log()
+            match = pattern.search(log)
+            if match and log.count("worker ready") >= self.workers:
                 return int(match.group(1)) if match.group(1) else None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"wharf exited with {self.proc.returncode}:\n{self.log()}")

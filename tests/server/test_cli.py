@@ -90,7 +90,7 @@ def test_python_dash_m_and_sigint_exit_cleanly(tmp_path):
             import time
 
             deadline = time.monotonic() + 20
-            while "listening on" not in log.read_text():
+            while "worker ready" not in log.read_text():
                 assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.02)
@@ -100,7 +100,8 @@ def test_python_dash_m_and_sigint_exit_cleanly(tmp_path):
             if proc.poll() is None:
                 proc.kill()
     text = log.read_text()
-    assert "KeyboardInterrupt" not in text and "drained cleanly" in text
+    assert "KeyboardInterrupt" not in text
+    assert "worker drained, exiting" in text and "all workers stopped; exiting" in text
 
 
 def test_access_log_combined_and_json(wharf):

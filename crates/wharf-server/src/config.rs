@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::forwarded::TrustedProxies;
 use crate::listener::BindSpec;
 
 #[derive(Debug, Clone, Parser)]
@@ -38,7 +39,11 @@ pub struct Config {
     )]
     pub binds: Vec<BindSpec>,
 
-    /// Python threads serving requests in this worker.
+    /// Worker processes, each with its own Python interpreter and thread pool.
+    #[arg(long, short = 'w', env = "WHARF_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub workers: u32,
+
+    /// Python threads serving requests in each worker.
     #[arg(long, env = "WHARF_THREADS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub threads: u32,
 
@@ -99,6 +104,39 @@ pub struct Config {
     #[arg(long, env = "WHARF_KEEP_ALIVE_TIMEOUT", default_value = "5", value_parser = parse_seconds)]
     pub keep_alive_timeout: Duration,
 
+    /// Seconds an application call may take before the response head is sent; then the
+    /// client gets 504 and the worker (whose Python thread cannot be interrupted) is replaced.
+    /// 0 disables the limit.
+    #[arg(long, env = "WHARF_TIMEOUT", default_value = "0", value_parser = parse_seconds_or_zero)]
+    pub timeout: Duration,
+
+    /// Seconds a stopping worker (or the whole server on SIGTERM) gets to finish in-flight
+    /// requests before it is killed.
+    #[arg(long, env = "WHARF_GRACEFUL_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub graceful_timeout: Duration,
+
+    /// Replace a worker after it served this many requests (0: never), without dropping any.
+    #[arg(long, env = "WHARF_MAX_REQUESTS", default_value_t = 0)]
+    pub max_requests: u64,
+
+    /// Add a random 0..=N to each worker's --max-requests so workers do not recycle together.
+    #[arg(long, env = "WHARF_MAX_REQUESTS_JITTER", default_value_t = 0)]
+    pub max_requests_jitter: u64,
+
+    /// Health listener (HOST:PORT) answering /livez and /readyz from the supervisor, apart from
+    /// application traffic. Off unless set.
+    #[arg(long, env = "WHARF_ADMIN_BIND", value_name = "ADDR")]
+    pub admin_bind: Option<BindSpec>,
+
+    /// Peers (comma-separated IPs or CIDRs, or `*`) whose X-Forwarded-For/-Proto/-Host and
+    /// Forwarded headers are trusted to set REMOTE_ADDR, wsgi.url_scheme and the host.
+    #[arg(long, env = "WHARF_FORWARDED_ALLOW_IPS", default_value = "127.0.0.1,::1", value_parser = parse_trusted)]
+    pub forwarded_allow_ips: TrustedProxies,
+
+    /// Development: restart workers when a .py file under the working directory changes.
+    #[arg(long, env = "WHARF_RELOAD")]
+    pub reload: bool,
+
     /// Seconds a client may stall while the app reads the request body or while a response
     /// waits to be written; then the connection is dropped.
     #[arg(long, env = "WHARF_IO_TIMEOUT", default_value = "60", value_parser = parse_seconds)]
@@ -118,6 +156,11 @@ pub enum AccessLogFormat {
 }
 
 impl Config {
+    /// `--timeout`, if enabled.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        (!self.timeout.is_zero()).then_some(self.timeout)
+    }
+
     /// `module:attribute` split in two, with `application` as the default attribute.
     pub fn app_target(&self) -> Result<(&str, &str), String> {
         let (module, attr) = match self.app.split_once(':') {
@@ -154,6 +197,17 @@ fn parse_seconds(value: &str) -> Result<Duration, String> {
         return Err(format!("{value:?} must be between 0 and 86400 seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_seconds_or_zero(value: &str) -> Result<Duration, String> {
+    if value.trim().parse::<f64>().is_ok_and(|v| v == 0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_seconds(value)
+}
+
+fn parse_trusted(value: &str) -> Result<TrustedProxies, String> {
+    value.parse()
 }
 
 fn parse_root_path(value: &str) -> Result<String, String> {
@@ -205,5 +259,8 @@ mod tests {
         assert!(parse(&["--root-path", "api", "app"]).is_err());
         assert_eq!(parse(&["--root-path", "/api/", "app"]).expect("parses").root_path, "/api");
         assert!(parse(&["--threads", "0", "app"]).is_err());
+        assert_eq!(parse(&["--timeout", "0", "app"]).expect("parses").request_timeout(), None);
+        assert_eq!(parse(&["--timeout", "2", "app"]).expect("parses").request_timeout(), Some(Duration::from_secs(2)));
+        assert!(parse(&["--forwarded-allow-ips", "10.0.0.0/33", "app"]).is_err());
     }
 }

@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderName};
-use http::{HeaderMap, Version};
+use http::Version;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
+use crate::forwarded::{self, TrustedProxies};
 use crate::listener::Peer;
 
 /// Settings that are the same for every request served by this process.
@@ -18,6 +20,7 @@ pub struct EnvironSettings {
     pub root_path: String,
     pub multithread: bool,
     pub multiprocess: bool,
+    pub trusted_proxies: TrustedProxies,
 }
 
 macro_rules! keys {
@@ -63,6 +66,7 @@ pub struct EnvironTemplate {
     pub keys: Keys,
     template: Py<PyDict>,
     root_path: String,
+    trusted_proxies: TrustedProxies,
 }
 
 /// Per-thread cache of HTTP_* keys, so header names are converted and interned once.
@@ -94,7 +98,12 @@ impl EnvironTemplate {
         template.set_item(&keys.wsgi_file_wrapper, file_wrapper)?;
         template.set_item(&keys.script_name, &settings.root_path)?;
         template.set_item(&keys.server_software, concat!("wharf/", env!("CARGO_PKG_VERSION")))?;
-        Ok(EnvironTemplate { keys, template: template.unbind(), root_path: settings.root_path.clone() })
+        Ok(EnvironTemplate {
+            keys,
+            template: template.unbind(),
+            root_path: settings.root_path.clone(),
+            trusted_proxies: settings.trusted_proxies.clone(),
+        })
     }
 
     /// The environ for one request; `input` becomes `wsgi.input`.
@@ -121,12 +130,22 @@ impl EnvironTemplate {
         env.set_item(&k.request_uri, &target)?;
         env.set_item(&k.server_protocol, protocol(parts.version))?;
 
-        let (server_name, server_port) = server_name_port(&parts.headers, peer.local);
+        let view = forwarded::client_view(&parts.headers, peer.remote.map(|a| a.ip()), &self.trusted_proxies);
+        let scheme = view.scheme.unwrap_or("http");
+        if scheme != "http" {
+            env.set_item(&k.wsgi_url_scheme, scheme)?;
+        }
+        let host = view.host.as_deref().or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+        let (server_name, server_port) = server_name_port(host, peer.local, scheme);
         env.set_item(&k.server_name, latin1(py, server_name.as_bytes()))?;
         env.set_item(&k.server_port, server_port)?;
-        if let Some(remote) = peer.remote {
-            env.set_item(&k.remote_addr, remote.ip().to_string())?;
-            env.set_item(&k.remote_port, remote.port().to_string())?;
+        match (&view.remote_addr, peer.remote) {
+            (Some(client), _) => env.set_item(&k.remote_addr, client)?,
+            (None, Some(remote)) => {
+                env.set_item(&k.remote_addr, remote.ip().to_string())?;
+                env.set_item(&k.remote_port, remote.port().to_string())?;
+            }
+            (None, None) => {}
         }
         env.set_item(&k.wsgi_input, input)?;
 
@@ -147,6 +166,9 @@ impl EnvironTemplate {
                 }
             };
             env.set_item(key.bind(py), value)?;
+        }
+        if let Some(host) = &view.host {
+            env.set_item(intern!(py, "HTTP_HOST"), latin1(py, host.as_bytes()))?;
         }
         Ok(env)
     }
@@ -221,15 +243,13 @@ pub fn strip_root<'a>(path: &'a [u8], root: &[u8]) -> &'a [u8] {
     }
 }
 
-/// SERVER_NAME and SERVER_PORT: from the Host header when present (that is what clients
-/// addressed), else from the local socket address.
-pub fn server_name_port(headers: &HeaderMap, local: Option<SocketAddr>) -> (String, String) {
-    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        let host = host.trim();
-        if !host.is_empty() {
-            let (name, port) = split_host(host);
-            return (name.to_owned(), port.unwrap_or("80").to_owned());
-        }
+/// SERVER_NAME and SERVER_PORT: from the host the client addressed when known (Host header
+/// or a trusted proxy's forwarded host), else from the local socket address.
+pub fn server_name_port(host: Option<&str>, local: Option<SocketAddr>, scheme: &str) -> (String, String) {
+    if let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) {
+        let (name, port) = split_host(host);
+        let default_port = if scheme == "https" { "443" } else { "80" };
+        return (name.to_owned(), port.unwrap_or(default_port).to_owned());
     }
     match local {
         Some(addr) => (addr.ip().to_string(), addr.port().to_string()),
@@ -300,14 +320,12 @@ mod tests {
 
     #[test]
     fn server_name_from_host_or_socket() {
-        let mut h = HeaderMap::new();
         let local: SocketAddr = "127.0.0.1:8000".parse().expect("addr");
-        assert_eq!(server_name_port(&h, Some(local)), ("127.0.0.1".into(), "8000".into()));
-        h.insert(header::HOST, "example.com:8080".parse().expect("value"));
-        assert_eq!(server_name_port(&h, Some(local)), ("example.com".into(), "8080".into()));
-        h.insert(header::HOST, "example.com".parse().expect("value"));
-        assert_eq!(server_name_port(&h, Some(local)), ("example.com".into(), "80".into()));
-        h.insert(header::HOST, "[::1]:9".parse().expect("value"));
-        assert_eq!(server_name_port(&h, Some(local)), ("[::1]".into(), "9".into()));
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert_eq!(server_name_port(None, Some(local), "http"), pair("127.0.0.1", "8000"));
+        assert_eq!(server_name_port(Some("example.com:8080"), Some(local), "http"), pair("example.com", "8080"));
+        assert_eq!(server_name_port(Some("example.com"), Some(local), "http"), pair("example.com", "80"));
+        assert_eq!(server_name_port(Some("example.com"), Some(local), "https"), pair("example.com", "443"));
+        assert_eq!(server_name_port(Some("[::1]:9"), Some(local), "http"), pair("[::1]", "9"));
     }
 }

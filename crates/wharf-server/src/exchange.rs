@@ -20,6 +20,8 @@ pub struct Job {
     pub body: Option<Incoming>,
     pub peer: Arc<Peer>,
     pub reply: oneshot::Sender<Reply>,
+    /// With `--timeout`: handed to the watchdog while the app runs; firing it answers 504.
+    pub expire: Option<oneshot::Sender<()>>,
     pub enqueued: Instant,
 }
 

@@ -43,7 +43,7 @@ impl From<ClientGone> for Failure {
 }
 
 pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job: Job) {
-    let Job { parts, body, peer, reply, enqueued: _ } = job;
+    let Job { parts, body, peer, reply, expire: _, enqueued: _ } = job;
     let objects = Bound::new(py, StartResponse::new(Responder::new(reply, ctx.io_timeout))).and_then(|sr| {
         let input = Bound::new(py, WsgiInput::new(body, ctx.limit_request_body, ctx.io_timeout))?;
         Ok((sr, input))
@@ -210,9 +210,10 @@ fn report_app_error(
     let (status, message) = match input_failure {
         BodyFailure::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
         BodyFailure::TimedOut => (StatusCode::REQUEST_TIMEOUT, "Timed out reading the request body"),
-        BodyFailure::Disconnected | BodyFailure::None => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+        BodyFailure::Broken => (StatusCode::BAD_REQUEST, "Malformed or incomplete request body"),
+        BodyFailure::None => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
     };
-    if input_failure == BodyFailure::None || status == StatusCode::INTERNAL_SERVER_ERROR {
+    if input_failure == BodyFailure::None {
         tracing::error!(
             method = %parts.method,
             path = parts.uri.path(),

@@ -23,7 +23,8 @@ pub enum BodyFailure {
     None = 0,
     TooLarge = 1,
     TimedOut = 2,
-    Disconnected = 3,
+    /// Malformed framing (bad chunk) or a body cut short by the client.
+    Broken = 3,
 }
 
 #[pyclass(frozen, module = "wharf")]
@@ -58,7 +59,7 @@ impl WsgiInput {
         match self.failure.load(Ordering::Relaxed) {
             1 => BodyFailure::TooLarge,
             2 => BodyFailure::TimedOut,
-            3 => BodyFailure::Disconnected,
+            3 => BodyFailure::Broken,
             _ => BodyFailure::None,
         }
     }
@@ -76,7 +77,7 @@ impl WsgiInput {
                     reader.limit
                 )),
                 BodyFailure::TimedOut => PyOSError::new_err("timed out waiting for the request body"),
-                _ => PyOSError::new_err("client disconnected while sending the request body"),
+                _ => PyOSError::new_err("malformed or incomplete request body"),
             }
         })
     }
@@ -97,7 +98,7 @@ impl BodyReader {
                 }
                 Ok(Some(Err(_))) => {
                     self.body = None;
-                    return Err(BodyFailure::Disconnected);
+                    return Err(BodyFailure::Broken);
                 }
                 Ok(Some(Ok(frame))) => {
                     // Trailers carry no body bytes; keep reading.

@@ -1,31 +1,41 @@
 //! wharf: a PEP 3333 WSGI server on hyper, tokio and pyo3.
 //!
-//! A request flows one way: `server` accepts and parses (hyper) → `service` checks and queues
-//! it → a `pool` thread builds the `environ` and calls the app (`handler`) → the reply travels
-//! back through `exchange` and is written by hyper from a `response_body`.
+//! The process the user starts is the `supervisor`: it binds the sockets and runs worker
+//! processes (`worker`), talking to them over `control` and answering probes on `admin`.
+//! In a worker a request flows one way: `server` accepts and parses (hyper) → `service`
+//! checks and queues it → a `pool` thread builds the `environ` and calls the app (`handler`)
+//! → the reply travels back through `exchange` and is written by hyper from a `response_body`.
 
 pub mod access_log;
+pub mod admin;
 pub mod app;
 pub mod blocking;
 pub mod config;
+pub mod control;
 pub mod environ;
 pub mod error;
 pub mod errors_stream;
 pub mod exchange;
 pub mod file_wrapper;
+pub mod forwarded;
+pub mod handoff;
 pub mod handler;
+pub mod health;
 pub mod input;
 pub mod limits;
 pub mod listener;
 pub mod pool;
 pub mod pyerr;
 pub mod queue;
+pub mod reload;
 pub mod response_body;
 pub mod response_head;
 pub mod server;
 pub mod service;
 pub mod start_response;
+pub mod supervisor;
 pub mod telemetry;
+pub mod watchdog;
 pub mod worker;
 
 use pyo3::prelude::*;

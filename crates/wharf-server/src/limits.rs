@@ -30,9 +30,10 @@ fn target_len(uri: &http::Uri) -> usize {
 
 pub fn check(parts: &http::request::Parts, limits: &Limits) -> Result<(), Rejection> {
     let headers = &parts.headers;
-    let target = target_len(&parts.uri);
-    if target > limits.request_line {
-        return reject(StatusCode::URI_TOO_LONG, "request target too long");
+    // Method, target and version, with their two separating spaces.
+    let line = parts.method.as_str().len() + target_len(&parts.uri) + 10;
+    if line > limits.request_line {
+        return reject(StatusCode::URI_TOO_LONG, "request line too long");
     }
     let hosts = headers.get_all(header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && parts.version == Version::HTTP_11) {
@@ -50,7 +51,11 @@ pub fn check(parts: &http::request::Parts, limits: &Limits) -> Result<(), Reject
     Ok(())
 }
 
-/// Ambiguous body framing is how requests are smuggled past proxies: refuse it outright.
+/// Ambiguous body framing is how requests are smuggled past proxies: refuse what reaches us.
+/// (hyper itself already frames a request carrying both Transfer-Encoding and Content-Length
+/// by Transfer-Encoding alone and closes the connection after it, per RFC 9112 §6.1, and
+/// merges identical repeated Content-Length values, per RFC 9110 §8.6; conflicting ones it
+/// rejects with 400.)
 fn check_framing(headers: &HeaderMap) -> Result<(), Rejection> {
     let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
     let has_te = headers.contains_key(header::TRANSFER_ENCODING);

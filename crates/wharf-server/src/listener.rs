@@ -97,6 +97,25 @@ impl Listener {
         }
     }
 
+    /// Takes over a listening socket inherited from the supervisor or a launcher.
+    pub fn adopt(kind: crate::handoff::SocketKind, fd: std::os::fd::OwnedFd) -> Result<Listener, StartError> {
+        let err = |source| StartError::Bind { addr: "inherited socket".into(), source };
+        match kind {
+            crate::handoff::SocketKind::Tcp => {
+                let std = std::net::TcpListener::from(fd);
+                std.local_addr().map_err(err)?;
+                std.set_nonblocking(true).map_err(err)?;
+                Ok(Listener::Tcp(TcpListener::from_std(std).map_err(err)?))
+            }
+            crate::handoff::SocketKind::Unix => {
+                let std = std::os::unix::net::UnixListener::from(fd);
+                std.local_addr().map_err(err)?;
+                std.set_nonblocking(true).map_err(err)?;
+                Ok(Listener::Unix(UnixListener::from_std(std).map_err(err)?))
+            }
+        }
+    }
+
     /// The address clients connect to, for logs.
     pub fn describe(&self) -> String {
         match self {

@@ -12,6 +12,7 @@ use crate::error::StartError;
 use crate::exchange::Job;
 use crate::handler::{self, AppContext};
 use crate::queue::JobQueue;
+use crate::watchdog::Watchdog;
 
 pub struct Pool {
     queue: Arc<JobQueue<Job>>,
@@ -19,7 +20,12 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn start(ctx: Arc<AppContext>, threads: u32, queue_size: u32) -> Result<Pool, StartError> {
+    pub fn start(
+        ctx: Arc<AppContext>,
+        threads: u32,
+        queue_size: u32,
+        watchdog: Option<Arc<Watchdog>>,
+    ) -> Result<Pool, StartError> {
         let queue = Arc::new(JobQueue::new(queue_size as usize));
         // Each thread holds a sender; when all are dropped, every thread has exited.
         let (exit_tx, exited) = mpsc::channel();
@@ -27,10 +33,11 @@ impl Pool {
             let ctx = Arc::clone(&ctx);
             let queue = Arc::clone(&queue);
             let exit_tx = exit_tx.clone();
+            let watchdog = watchdog.clone();
             thread::Builder::new()
                 .name(format!("wharf-py-{n}"))
                 .spawn(move || {
-                    run_thread(&ctx, &queue);
+                    run_thread(n as usize, &ctx, &queue, watchdog.as_deref());
                     drop(exit_tx);
                 })
                 .map_err(StartError::Thread)?;
@@ -57,21 +64,38 @@ impl Pool {
     }
 }
 
-fn run_thread(ctx: &AppContext, queue: &JobQueue<Job>) {
+fn run_thread(index: usize, ctx: &AppContext, queue: &JobQueue<Job>, watchdog: Option<&Watchdog>) {
     // The thread stays attached to the interpreter for its whole life, so waiting for work
     // only releases the GIL instead of creating and destroying a thread state per request.
     Python::attach(|py| {
         let mut cache = HeaderKeyCache::default();
         loop {
             // Take already-queued work while holding the GIL: no hand-off, no wake-up.
-            let job = match queue.try_pop() {
+            let mut job = match queue.try_pop() {
                 Some(job) => job,
                 None => match py.detach(|| queue.pop()) {
                     Some(job) => job,
                     None => return,
                 },
             };
-            handler::handle(py, ctx, &mut cache, job);
+            let watched = match (watchdog, job.expire.take()) {
+                (Some(dog), Some(expire)) => {
+                    dog.start(index, expire);
+                    Some(dog)
+                }
+                _ => None,
+            };
+            // A panic in the handler is a bug in wharf, not the app; it must not take the
+            // thread (and with it a share of the server's capacity) down.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handler::handle(py, ctx, &mut cache, job);
+            }));
+            if outcome.is_err() {
+                tracing::error!("internal error while serving a request (see the panic message above)");
+            }
+            if let Some(dog) = watched {
+                dog.finish(index);
+            }
         }
     });
 }

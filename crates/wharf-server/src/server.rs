@@ -16,6 +16,11 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::listener::{Connection, Listener, Peer};
 use crate::service::{self, ConnState, Shared};
 
+/// While draining, a keep-alive connection this quiet is closed. A client busy on it sends
+/// its next request well within this and gets `Connection: close` with the answer instead,
+/// so no request meets a connection closing under it.
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Clone)]
 pub struct Timeouts {
     pub header: Duration,
@@ -95,6 +100,7 @@ impl Server {
         }
         let Some(signal) = signals.recv().await else { return Drained::Clean };
         tracing::info!(signal, "draining: no new connections, finishing in-flight requests");
+        self.shared.draining.store(true, Ordering::Relaxed);
         drain_tx.send_replace(true);
         let deadline = tokio::time::Instant::now() + graceful_timeout;
         loop {
@@ -145,18 +151,20 @@ impl Server {
         mut drain: watch::Receiver<bool>,
         _token: ConnectionToken,
     ) {
-        let state = Arc::new(ConnState::new(peer));
+        let state = Arc::new(ConnState::new(peer, Arc::clone(&self.shared)));
         let svc = {
             let state = Arc::clone(&state);
-            let shared = Arc::clone(&self.shared);
-            service_fn(move |req| service::handle(req, Arc::clone(&state), Arc::clone(&shared)))
+            service_fn(move |req| service::handle(req, Arc::clone(&state)))
         };
         let io = TokioIo::new(Tracked { inner: io, state: Arc::clone(&state) });
         let conn = self.http.serve_connection(io, svc);
         tokio::pin!(conn);
 
         let t = &self.timeouts;
-        let tick = (t.keep_alive.min(t.io) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let tick_for = |draining: bool| {
+            let shortest = if draining { t.keep_alive.min(DRAIN_IDLE) } else { t.keep_alive.min(t.io) };
+            (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+        };
         let mut draining = false;
         let mut seen = state.activity();
         let mut quiet_since = Instant::now();
@@ -169,15 +177,17 @@ impl Server {
                     return;
                 }
                 _ = drain.wait_for(|d| *d), if !draining => {
+                    // In-flight requests finish and answer with `Connection: close`; idle
+                    // connections close once quiet for a moment (see DRAIN_IDLE).
                     draining = true;
-                    conn.as_mut().graceful_shutdown();
                 }
-                _ = tokio::time::sleep(tick) => {
+                _ = tokio::time::sleep(tick_for(draining)) => {
                     let now = state.activity();
+                    let idle_limit = if draining { t.keep_alive.min(DRAIN_IDLE) } else { t.keep_alive };
                     if now != seen {
                         seen = now;
                         quiet_since = Instant::now();
-                    } else if state.in_flight() == 0 && quiet_since.elapsed() >= t.keep_alive {
+                    } else if state.in_flight() == 0 && quiet_since.elapsed() >= idle_limit {
                         tracing::trace!(peer = ?state.peer.remote, "closing idle keep-alive connection");
                         return;
                     }

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use crate::access_log::{AccessLog, AccessRecord};
+use crate::control::{ControlClient, RecycleReason, WorkerMessage};
 use crate::exchange::{Job, Reply};
 use crate::limits::{self, Limits};
 use crate::listener::Peer;
@@ -23,11 +24,31 @@ pub struct Shared {
     pub queue: Arc<JobQueue<Job>>,
     pub limits: Limits,
     pub access_log: Option<AccessLog>,
+    /// Requests answer 504 when the app has not started the response within `--timeout`.
+    pub timeout: bool,
+    /// Set when the worker drains: every response then closes its connection.
+    pub draining: AtomicBool,
+    pub served: Arc<AtomicU64>,
+    /// Ask to be replaced after this many requests (`--max-requests` plus jitter).
+    pub recycle_after: Option<u64>,
+    pub control: Option<ControlClient>,
+}
+
+impl Shared {
+    fn count_request(&self) {
+        let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.recycle_after == Some(served) {
+            if let Some(control) = &self.control {
+                control.send(WorkerMessage::Recycle { reason: RecycleReason::MaxRequests });
+            }
+        }
+    }
 }
 
 /// Per-connection bookkeeping read by the connection's idle/stall watcher.
 pub struct ConnState {
     pub peer: Arc<Peer>,
+    shared: Arc<Shared>,
     in_flight: AtomicU32,
     /// Bumped on every read or write that moved bytes.
     activity: AtomicU64,
@@ -37,14 +58,19 @@ pub struct ConnState {
 }
 
 impl ConnState {
-    pub fn new(peer: Peer) -> Self {
+    pub fn new(peer: Peer, shared: Arc<Shared>) -> Self {
         ConnState {
             peer: Arc::new(peer),
+            shared,
             in_flight: AtomicU32::new(0),
             activity: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(0),
             epoch: Instant::now(),
         }
+    }
+
+    fn shared_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Relaxed)
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -122,20 +148,23 @@ fn respond(status: StatusCode, reason: &str, close: bool, finish: Finish) -> Res
     with_finish(response, status, finish)
 }
 
-fn with_finish(response: Response<ResponseBody>, status: StatusCode, mut finish: Finish) -> Response<ResponseBody> {
+fn with_finish(mut response: Response<ResponseBody>, status: StatusCode, mut finish: Finish) -> Response<ResponseBody> {
     if let Some(record) = finish.record.as_mut() {
         record.status = status.as_u16();
+    }
+    if finish._in_flight.0.shared_draining() {
+        // Telling the client to reconnect (to another worker) on this response, rather than
+        // closing idle connections under its feet, is what makes draining lose nothing.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let (parts, body) = response.into_parts();
     let body = body.with_finish(Box::new(finish));
     Response::from_parts(parts, body)
 }
 
-pub async fn handle(
-    req: Request<Incoming>,
-    conn: Arc<ConnState>,
-    shared: Arc<Shared>,
-) -> Result<Response<ResponseBody>, Infallible> {
+pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Response<ResponseBody>, Infallible> {
+    let shared = &conn.shared;
+    shared.count_request();
     let (parts, body) = req.into_parts();
     let record = shared.access_log.as_ref().map(|log| AccessRecord {
         log: log.clone(),
@@ -157,7 +186,13 @@ pub async fn handle(
     }
     let body = limits::has_body(&parts.headers).then_some(body);
     let (reply_tx, reply_rx) = oneshot::channel::<Reply>();
-    let job = Job { parts, body, peer: Arc::clone(&conn.peer), reply: reply_tx, enqueued: Instant::now() };
+    let (expire, expired) = if shared.timeout {
+        let (tx, rx) = oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let job = Job { parts, body, peer: Arc::clone(&conn.peer), reply: reply_tx, expire, enqueued: Instant::now() };
     match shared.queue.push(job) {
         Ok(()) => {}
         Err(PushError::Full(_)) => {
@@ -168,7 +203,19 @@ pub async fn handle(
             return Ok(respond(StatusCode::SERVICE_UNAVAILABLE, "Server shutting down", true, finish));
         }
     }
-    let Ok(reply) = reply_rx.await else {
+    let reply = match expired {
+        None => reply_rx.await,
+        Some(expired) => tokio::select! {
+            reply = reply_rx => reply,
+            Ok(()) = expired => {
+                if let Some(control) = &shared.control {
+                    control.send(WorkerMessage::Recycle { reason: RecycleReason::Timeout });
+                }
+                return Ok(respond(StatusCode::GATEWAY_TIMEOUT, "The application did not respond in time", true, finish));
+            }
+        },
+    };
+    let Ok(reply) = reply else {
         return Ok(respond(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", true, finish));
     };
     let status = reply.status;

@@ -67,8 +67,13 @@ impl Responder {
         let reply = self.reply.take().ok_or(ClientGone)?;
         self.head_sent = true;
         self.status = Some(head.status);
+        let bodiless = matches!(head.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+        if head.status == StatusCode::NO_CONTENT {
+            // RFC 9110 §8.6: a 204 never carries Content-Length, whatever the app declared.
+            head.headers.remove(http::header::CONTENT_LENGTH);
+        }
         if let ReplyBody::Full(bytes) = &body {
-            if !head.headers.contains_key(http::header::CONTENT_LENGTH) {
+            if !bodiless && !head.headers.contains_key(http::header::CONTENT_LENGTH) {
                 head.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
             }
         }

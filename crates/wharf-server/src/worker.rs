@@ -1,7 +1,14 @@
-//! One serving process: import the app, bind, start the Python threads and the I/O runtime,
-//! serve until a stop signal, drain, exit.
+//! Process entry: parse the command line, then run as the supervisor (the process the user
+//! started) or as one of its workers (started by the supervisor with an inherited handoff).
+//!
+//! A worker imports the app, adopts the inherited sockets, starts the Python threads and the
+//! I/O runtime, reports ready, serves until told to stop, drains, and exits.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -10,26 +17,29 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::access_log::AccessLog;
+use crate::admin;
 use crate::app;
 use crate::config::Config;
+use crate::control::{ControlClient, WorkerMessage};
 use crate::environ::{EnvironSettings, EnvironTemplate};
 use crate::error::StartError;
 use crate::errors_stream::ErrorStream;
 use crate::file_wrapper::FileWrapper;
 use crate::handler::AppContext;
+use crate::handoff::{self, Handoff, SharedSocket};
+use crate::health::Health;
 use crate::limits::Limits;
 use crate::listener::Listener;
 use crate::pool::Pool;
 use crate::server::{Drained, Server, Timeouts};
 use crate::service::Shared;
+use crate::supervisor::{Supervisor, WorkerCommand};
 use crate::telemetry;
+use crate::watchdog::Watchdog;
 
-/// How long a drain may take before remaining requests are abandoned.
-const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `wharf ...`: parses `argv` and serves. Returns the process exit code.
+/// `wharf ...`: parses `argv` and runs. Returns the process exit code.
 pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
-    let config = match Config::try_parse_from(argv) {
+    let config = match Config::try_parse_from(&argv) {
         Ok(config) => config,
         Err(err) => {
             let code = if err.use_stderr() { 2 } else { 0 };
@@ -38,11 +48,23 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             return code;
         }
     };
+    let handoff = match Handoff::from_env() {
+        Ok(handoff) => handoff,
+        Err(message) => {
+            eprintln!("wharf: error: {message}");
+            return 2;
+        }
+    };
     if let Err(message) = telemetry::init(&config) {
         eprintln!("wharf: error: {message}");
         return 2;
     }
-    match serve(py, &config) {
+    restore_default_signals(py);
+    let result = match handoff {
+        Some(handoff) => serve_worker(py, &config, handoff),
+        None => supervise(py, &config, argv.into_iter().skip(1).collect()),
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("wharf: error: {err}");
@@ -51,26 +73,80 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     }
 }
 
-fn serve(py: Python<'_>, config: &Config) -> Result<i32, StartError> {
-    restore_default_signals(py);
-    let app = app::load(py, config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(StartError::Runtime)?;
+        .map_err(StartError::Runtime)
+}
+
+/// The supervisor: binds the sockets once and keeps `--workers` workers running.
+fn supervise(py: Python<'_>, config: &Config, args: Vec<String>) -> Result<i32, StartError> {
+    config.app_target().map_err(StartError::InvalidConfig)?;
+    let python: String = py
+        .import("sys")
+        .and_then(|sys| sys.getattr("executable")?.extract())
+        .map_err(|err| StartError::InvalidConfig(format!("cannot find the Python interpreter: {err}")))?;
+    if python.is_empty() {
+        return Err(StartError::InvalidConfig("cannot find the Python interpreter (sys.executable is empty)".into()));
+    }
+    let runtime = runtime()?;
+    let (sockets, admin_listener) = {
+        let _entered = runtime.enter();
+        let sockets = match handoff::systemd_sockets()? {
+            Some(sockets) => sockets,
+            None => config
+                .binds
+                .iter()
+                .map(|spec| SharedSocket::from_listener(Listener::bind(spec, config.backlog)?))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let admin = config.admin_bind.as_ref().map(|spec| Listener::bind(spec, 128)).transpose()?;
+        (sockets, admin)
+    };
+    for socket in &sockets {
+        tracing::info!("listening on {}", socket.describe);
+    }
+    let health = Arc::new(Health::new());
+    let supervisor = Supervisor::new(config, WorkerCommand { python: python.into(), args }, sockets, Arc::clone(&health));
+    tracing::info!(app = %config.app, workers = config.workers, threads = config.threads, pid = std::process::id(), "wharf {} starting", env!("CARGO_PKG_VERSION"));
+    py.detach(|| {
+        runtime.block_on(async {
+            if let Some(listener) = admin_listener {
+                tokio::spawn(admin::serve(listener, health));
+            }
+            supervisor.run().await.map_err(StartError::Runtime)
+        })
+    })
+}
+
+/// `--max-requests` plus a random share of `--max-requests-jitter`.
+fn recycle_after(config: &Config) -> Option<u64> {
+    if config.max_requests == 0 {
+        return None;
+    }
+    let jitter = match config.max_requests_jitter {
+        0 => 0,
+        j => RandomState::new().hash_one(std::process::id()) % (j + 1),
+    };
+    Some(config.max_requests.saturating_add(jitter))
+}
+
+fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32, StartError> {
+    let app = app::load(py, config)?;
+    let runtime = runtime()?;
     let listeners = {
         let _entered = runtime.enter();
-        config
-            .binds
-            .iter()
-            .map(|spec| Listener::bind(spec, config.backlog))
-            .collect::<Result<Vec<_>, _>>()?
+        handoff.listeners()?
     };
+    // SAFETY: the supervisor passed this descriptor to this worker for the control channel.
+    let control_fd = unsafe { OwnedFd::from_raw_fd(handoff.control) };
 
     let settings = EnvironSettings {
         root_path: config.root_path.clone(),
         multithread: config.threads > 1,
-        multiprocess: false,
+        multiprocess: config.workers > 1,
+        trusted_proxies: config.forwarded_allow_ips.clone(),
     };
     let template = (|| {
         let errors = Bound::new(py, ErrorStream)?.into_any();
@@ -84,60 +160,98 @@ fn serve(py: Python<'_>, config: &Config) -> Result<i32, StartError> {
         limit_request_body: config.limit_request_body,
         io_timeout: config.io_timeout,
     });
-    let pool = Pool::start(ctx, config.threads, config.queue_size)?;
+    let watchdog = config.request_timeout().map(|t| Arc::new(Watchdog::new(t, config.threads as usize)));
+    let pool = Pool::start(ctx, config.threads, config.queue_size, watchdog.clone())?;
     let access_log = if config.access_log {
         Some(AccessLog::start(config.access_log_format).map_err(StartError::Thread)?)
     } else {
         None
     };
-    let shared = Arc::new(Shared {
-        queue: pool.queue(),
-        limits: Limits { request_line: config.limit_request_line as usize, body: config.limit_request_body },
-        access_log,
-    });
-    let timeouts = Timeouts { header: config.header_timeout, keep_alive: config.keep_alive_timeout, io: config.io_timeout };
-    let server = Arc::new(Server::new(
-        shared,
-        timeouts,
-        config.limit_request_headers as usize,
-        config.limit_request_headers_size as usize,
-    ));
-    tracing::info!(app = %config.app, threads = config.threads, pid = std::process::id(), "wharf {} serving", env!("CARGO_PKG_VERSION"));
+    let graceful = config.graceful_timeout;
+    let queue = pool.queue();
 
-    py.detach(|| {
-        let drained = runtime.block_on(async {
-            let signals = stop_signals().map_err(StartError::Runtime)?;
-            Ok::<_, StartError>(server.run(listeners, signals, GRACEFUL_TIMEOUT).await)
-        })?;
-        let left = GRACEFUL_TIMEOUT.saturating_sub(Duration::ZERO);
-        let threads_done = pool.shutdown(Instant::now() + left.min(Duration::from_secs(5)));
-        drop(runtime);
-        Ok(match drained {
-            Drained::Clean if threads_done => {
-                tracing::info!("drained cleanly, exiting");
-                0
+    let drained = py.detach(|| {
+        runtime.block_on(async {
+            let (stop_tx, stop_rx) = mpsc::channel(4);
+            forward_stop_signals(stop_tx.clone()).map_err(StartError::Runtime)?;
+            let served = Arc::new(AtomicU64::new(0));
+            let control = {
+                let served = Arc::clone(&served);
+                ControlClient::start(
+                    control_fd,
+                    move || served.load(Ordering::Relaxed),
+                    move || {
+                        tracing::warn!("supervisor is gone; draining");
+                        stop_tx.try_send("supervisor exit").ok();
+                    },
+                )
+                .map_err(StartError::Runtime)?
+            };
+            let shared = Arc::new(Shared {
+                queue,
+                limits: Limits { request_line: config.limit_request_line as usize, body: config.limit_request_body },
+                access_log,
+                timeout: watchdog.is_some(),
+                draining: Default::default(),
+                served: Arc::clone(&served),
+                recycle_after: recycle_after(config),
+                control: Some(control),
+            });
+            if let Some(dog) = watchdog {
+                let period = (dog.timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(period);
+                    loop {
+                        tick.tick().await;
+                        let expired = dog.expire_overdue();
+                        if expired > 0 {
+                            tracing::error!(expired, timeout = ?dog.timeout, "request exceeded --timeout: answered 504");
+                        }
+                    }
+                });
             }
-            Drained::Clean => {
-                tracing::warn!("drained connections, but some Python threads were still busy; exiting");
-                0
+            let timeouts =
+                Timeouts { header: config.header_timeout, keep_alive: config.keep_alive_timeout, io: config.io_timeout };
+            let server = Arc::new(Server::new(
+                Arc::clone(&shared),
+                timeouts,
+                config.limit_request_headers as usize,
+                config.limit_request_headers_size as usize,
+            ));
+            if let Some(control) = &shared.control {
+                control.send(WorkerMessage::Ready);
             }
-            Drained::TimedOut { open } => {
-                tracing::warn!(open, "graceful timeout reached with connections still open; exiting");
-                0
-            }
-            Drained::Interrupted { open } => {
-                tracing::warn!(open, "stopped by a second signal");
-                1
-            }
+            tracing::info!(worker = handoff.worker_id, pid = std::process::id(), app = %config.app, "worker serving");
+            Ok::<_, StartError>(server.run(listeners, stop_rx, graceful).await)
         })
-    })
+    })?;
+    let threads_done = py.detach(|| pool.shutdown(Instant::now() + Duration::from_secs(5).min(graceful)));
+    let code = match drained {
+        Drained::Clean => 0,
+        Drained::TimedOut { open } => {
+            tracing::warn!(open, "graceful timeout reached with connections still open");
+            0
+        }
+        Drained::Interrupted { open } => {
+            tracing::warn!(open, "stopped by a second signal");
+            1
+        }
+    };
+    drop(runtime);
+    if !threads_done {
+        // A Python thread is still inside the app (e.g. after --timeout); finalizing the
+        // interpreter would wait on it, so leave without it.
+        tracing::warn!("Python threads still busy; exiting without interpreter finalization");
+        std::process::exit(code);
+    }
+    tracing::info!("worker drained, exiting");
+    Ok(code)
 }
 
-/// SIGTERM and SIGINT, as a stream of names; the first starts the drain, the second ends it.
-fn stop_signals() -> std::io::Result<mpsc::Receiver<&'static str>> {
+/// SIGTERM and SIGINT start the drain; a second one ends it.
+fn forward_stop_signals(tx: mpsc::Sender<&'static str>) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         loop {
             let name = tokio::select! {
@@ -150,11 +264,11 @@ fn stop_signals() -> std::io::Result<mpsc::Receiver<&'static str>> {
             }
         }
     });
-    Ok(rx)
+    Ok(())
 }
 
 /// Python turns SIGINT into KeyboardInterrupt in the main thread, which would surface as a
-/// traceback after a clean drain; the server handles SIGINT itself.
+/// traceback after a clean drain; wharf handles SIGINT itself.
 fn restore_default_signals(py: Python<'_>) {
     let reset = py.import("signal").and_then(|signal| {
         let default = signal.getattr("SIG_DFL")?;

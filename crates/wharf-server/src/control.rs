@@ -1,0 +1,102 @@
+//! The control channel between a worker and its supervisor: one Unix socket pair per
+//! worker, JSON lines. Workers report readiness, heartbeats and requests to be replaced; the
+//! supervisor going away (EOF) tells a worker to drain and exit.
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+/// How often a worker proves its I/O loop is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecycleReason {
+    MaxRequests,
+    Timeout,
+}
+
+impl RecycleReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecycleReason::MaxRequests => "max_requests",
+            RecycleReason::Timeout => "timeout",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMessage {
+    /// The app is imported and the worker accepts connections.
+    Ready,
+    Heartbeat { served: u64 },
+    /// Please start a replacement and then drain this worker.
+    Recycle { reason: RecycleReason },
+}
+
+/// Worker side: sends what it is given plus heartbeats; `closed` completes when the
+/// supervisor is gone.
+pub struct ControlClient {
+    pub tx: mpsc::UnboundedSender<WorkerMessage>,
+}
+
+impl ControlClient {
+    /// Starts the channel's task; must run inside the tokio runtime. `served` is read for
+    /// each heartbeat; `on_supervisor_gone` fires once if the supervisor disappears.
+    pub fn start(
+        fd: OwnedFd,
+        served: impl Fn() -> u64 + Send + 'static,
+        on_supervisor_gone: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<ControlClient> {
+        let std_stream = std::os::unix::net::UnixStream::from(fd);
+        std_stream.set_nonblocking(true)?;
+        let stream = UnixStream::from_std(std_stream)?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<WorkerMessage>();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
+            loop {
+                let msg = tokio::select! {
+                    _ = beat.tick() => WorkerMessage::Heartbeat { served: served() },
+                    msg = rx.recv() => match msg { Some(m) => m, None => return },
+                    line = lines.next_line() => match line {
+                        Ok(Some(_)) => continue,
+                        _ => break,
+                    },
+                };
+                let Ok(mut line) = serde_json::to_string(&msg) else { continue };
+                line.push('\n');
+                if write.write_all(line.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            on_supervisor_gone();
+        });
+        Ok(ControlClient { tx })
+    }
+
+    pub fn send(&self, msg: WorkerMessage) {
+        // The task only ends when the supervisor is gone; then nobody is listening anyway.
+        self.tx.send(msg).ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_json_lines() {
+        let msg = WorkerMessage::Recycle { reason: RecycleReason::MaxRequests };
+        let text = serde_json::to_string(&msg).expect("serializes");
+        assert_eq!(text, r#"{"type":"recycle","reason":"max_requests"}"#);
+        assert_eq!(serde_json::from_str::<WorkerMessage>(&text).expect("parses"), msg);
+        assert!(serde_json::from_str::<WorkerMessage>(r#"{"type":"nope"}"#).is_err());
+    }
+}
