@@ -157,15 +157,11 @@ async fn apply_all(app: &WsgiApp, ctx: &Context) -> Result<Action, Error> {
     };
 
     let previous = app.status.clone().unwrap_or_default();
-    let target = render::Target::new(app, &ctx.render).map_err(|source| Error::Render {
-        app: render::display_name(app),
-        source,
-    })?;
     let status = status::compute(&Observed {
         generation: app.metadata.generation,
         deployment: Some(&deployment),
         pods: &pods,
-        url: Some(render::service::url(&target)),
+        url: Some(children.url.clone()),
         failure: None,
         previous: &previous.conditions,
         now: Timestamp::now(),

@@ -31,6 +31,8 @@ pub struct Children {
     pub service: Service,
     pub hpa: Option<HorizontalPodAutoscaler>,
     pub pdb: Option<PodDisruptionBudget>,
+    /// In-cluster URL of the Service, for `status.url`.
+    pub url: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,7 @@ pub fn render(app: &WsgiApp, config: &RenderConfig) -> Result<Children, RenderEr
         service: service::render(&target),
         hpa: hpa::render(&target),
         pdb: pdb::render(&target),
+        url: service::url(&target),
     })
 }
 
