@@ -35,7 +35,7 @@ COPY --from=rust-toolchain /usr/local/rustup /usr/local/rustup
 ENV CARGO_HOME=/usr/local/cargo \
     RUSTUP_HOME=/usr/local/rustup \
     PATH=/usr/local/cargo/bin:$PATH
-RUN python -m pip install --no-cache-dir "maturin==1.9.6"
+RUN python -m pip install --no-cache-dir "maturin==1.16.0"
 WORKDIR /src
 # Dependencies first: this layer only changes with the manifests and the lock file.
 COPY Cargo.toml Cargo.lock ./
@@ -84,10 +84,11 @@ LABEL org.opencontainers.image.title="wharf-injector" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
-# Owned by the image's user so `cp -a` run as that user preserves ownership without warnings.
-COPY --from=injector-payload --chown=65532:65532 /wharf /wharf
+COPY --from=injector-payload /wharf /wharf
 USER 65532:65532
-CMD ["cp", "-a", "/wharf/.", "/opt/wharf/"]
+# -R, not -a: the target is an emptyDir owned by root, and preserving times or modes on it fails
+# for a non-root user (GNU cp then exits 1; busybox only warns).
+CMD ["cp", "-R", "/wharf/.", "/opt/wharf/"]
 
 # ---------------------------------------------------------------------------------------------
 FROM ${OPERATOR_BASE_IMAGE} AS operator

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -86,9 +85,11 @@ def find_or_build_wheel(python_tag: str) -> Path:
 
 
 def build_operator_binary() -> Path:
-    target_dir = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target"))
-    run(["cargo", "build", "--locked", "-p", "wharf-operator"], cwd=REPO_ROOT, timeout=3600)
-    return target_dir / "debug" / "wharf-operator"
+    """A debug build is enough for a smoke test and reuses what `cargo test` already compiled."""
+    metadata = json.loads(run(["cargo", "metadata", "--format-version", "1", "--no-deps"],
+                              cwd=REPO_ROOT).stdout)
+    run(["cargo", "build", "-p", "wharf-operator"], cwd=REPO_ROOT, timeout=3600)
+    return Path(metadata["target_directory"]) / "debug" / "wharf-operator"
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +293,7 @@ def test_injected_payload_runs_the_app_from_a_plain_python_image(docker, images,
 def test_injector_image_only_copies_its_payload(docker, images):
     config = inspect(docker, images["injector"])["Config"]
     assert config["User"] == "65532:65532"
-    assert config["Cmd"] == ["cp", "-a", "/wharf/.", "/opt/wharf/"]
+    assert config["Cmd"] == ["cp", "-R", "/wharf/.", "/opt/wharf/"]
     listing = docker_cmd(docker, "run", "--rm", "--entrypoint", "ls", images["injector"], "/wharf").stdout.split()
     assert "wharf" in listing
     assert not any(name.endswith(".whl") for name in listing)
@@ -306,3 +307,12 @@ def test_operator_image_runs_non_root_and_prints_the_committed_crd(docker, image
     assert yaml.safe_load(out) == yaml.safe_load(CRD_SOURCE.read_text())
     version = docker_cmd(docker, "run", "--rm", images["operator"], "--version").stdout
     assert version.startswith("wharf-operator ")
+
+
+def test_operator_binary_needs_only_what_distroless_cc_has(docker, images):
+    """The default operator base (distroless/cc) has glibc and libgcc, but no OpenSSL or others."""
+    out = docker_cmd(docker, "run", "--rm", "--entrypoint", "ldd", images["operator"],
+                     "/usr/local/bin/wharf-operator").stdout
+    libraries = {line.split()[0].split(".so")[0].rsplit("/", 1)[-1] for line in out.splitlines() if line.strip()}
+    allowed = {"linux-vdso", "libgcc_s", "libm", "libc", "ld-linux-x86-64", "libpthread", "libdl", "librt"}
+    assert libraries <= allowed, f"unexpected shared libraries: {libraries - allowed}"
