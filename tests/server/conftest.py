@@ -32,7 +32,8 @@ class WharfProcess:
         self.bind = bind or "127.0.0.1:0"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
         full_env.update(env or {})
-        self.cmd = [*wharf_command(), "--bind", self.bind, "--chdir", str(APPS_DIR), *args, app]
+        chdir = [] if "--chdir" in args else ["--chdir", str(APPS_DIR)]
+        self.cmd = [*wharf_command(), "--bind", self.bind, *chdir, *args, app]
         self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
         self._log = open(self.log_path, "wb")
         self._out = open(self.out_path, "wb")

@@ -320,6 +320,9 @@ impl Supervisor {
         }
         tracing::info!(reason = why, "stopping: draining all workers");
         self.stopping = Some((why, Instant::now()));
+        // Once the workers stop accepting too, the sockets close and new connections are
+        // refused at once instead of waiting in a backlog nobody will serve.
+        self.sockets.clear();
         self.health.update(|h| h.draining = true);
         let ids: Vec<u32> = self.workers.keys().copied().collect();
         for id in ids {

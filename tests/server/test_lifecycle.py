@@ -1,0 +1,231 @@
+"""Supervisor and worker lifecycle: crashes, recycling, timeouts, signals, health, proxies.
+Load loops are bounded in count and time; every wait is a readiness poll."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import APPS_DIR, WharfProcess, read_response, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Load:
+    """Keep-alive clients hammering the server until stopped (bounded by `max_seconds`)."""
+
+    def __init__(self, url: str, clients: int = 4, path: str = "/", max_seconds: float = 60):
+        self.url, self.path, self.max_seconds = url, path, max_seconds
+        self.ok = 0
+        self.errors: list[str] = []
+        self.pids: set[int] = set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self):
+        session = requests.Session()
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                resp = session.get(self.url + self.path, timeout=15)
+                with self._lock:
+                    if resp.status_code == 200:
+                        self.ok += 1
+                        self.pids.add(int(resp.text.split()[1]))
+                    else:
+                        self.errors.append(f"status {resp.status_code}")
+            except requests.RequestException as exc:
+                with self._lock:
+                    self.errors.append(repr(exc))
+
+    def wait_ok(self, count: int, timeout: float = 20):
+        target = self.ok + count
+        wait_for(lambda: self.ok >= target, timeout=timeout)
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+
+def worker_pids(server: WharfProcess) -> list[int]:
+    return [int(p) for p in re.findall(r"started worker worker=\d+ pid=(\d+)", server.log())]
+
+
+def test_killed_worker_is_replaced_under_load(wharf):
+    server = wharf("lifecycle_app:app", "--workers", "2", "--threads", "2")
+    load = Load(server.url, clients=4)
+    try:
+        load.wait_ok(200)
+        victim = sorted(load.pids)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(worker_pids(server)) >= 3, timeout=20)
+        wait_for(lambda: server.log().count("worker ready") >= 3, timeout=20)
+        load.wait_ok(200)
+    finally:
+        load.stop()
+    assert "worker died (signal 9)" in server.log()
+    # Only requests on the killed worker's connections may fail: at most one per client.
+    assert len(load.errors) <= 4, load.errors
+    assert victim not in {int(requests.get(server.url, timeout=10).text.split()[1]) for _ in range(20)}
+
+
+def test_max_requests_recycles_without_errors(wharf):
+    server = wharf("lifecycle_app:app", "--workers", "2", "--max-requests", "300", "--max-requests-jitter", "50")
+    load = Load(server.url, clients=4)
+    try:
+        wait_for(lambda: server.log().count("draining worker (max_requests)") >= 3, timeout=60)
+        load.wait_ok(100)
+    finally:
+        load.stop()
+    assert load.errors == []
+    assert len(load.pids) >= 4, "recycled workers were replaced by new processes"
+    assert load.ok >= 1000
+
+
+def test_sigterm_finishes_in_flight_request_and_exits_zero(wharf, tmp_path):
+    admin = free_port()
+    server = wharf("lifecycle_app:app", "--admin-bind", f"127.0.0.1:{admin}")
+    assert requests.get(f"http://127.0.0.1:{admin}/readyz", timeout=5).status_code == 200
+    gate = tmp_path / "gate"
+    result = {}
+
+    def in_flight():
+        result["resp"] = requests.get(server.url + f"/block?gate={gate}", timeout=30)
+
+    t = threading.Thread(target=in_flight)
+    t.start()
+    wait_for((tmp_path / "gate.entered").exists)
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{admin}/readyz", timeout=5).status_code == 503, timeout=5)
+    # Draining: the listening socket is closed, new connections are refused...
+    wait_for(lambda: "draining: no new connections" in server.log(), timeout=5)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(server.url, timeout=5)
+    # ...while the request already in the app still completes.
+    gate.touch()
+    t.join(20)
+    assert result["resp"].status_code == 200
+    assert server.proc.wait(30) == 0
+    assert time.monotonic() - started < 30
+
+
+def test_sighup_reloads_changed_code_without_errors(wharf, tmp_path):
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    source = (APPS_DIR / "lifecycle_app.py").read_text()
+    (app_dir / "hot.py").write_text(source)
+    server = wharf("hot:app", "--workers", "2", "--chdir", str(app_dir))
+    load = Load(server.url, clients=3)
+    try:
+        load.wait_ok(100)
+        (app_dir / "hot.py").write_text(source.replace('VERSION = "v1"', 'VERSION = "v2"'))
+        server.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: requests.get(server.url, timeout=5).text.startswith("v2"), timeout=30)
+        wait_for(lambda: server.log().count("worker exited after draining") >= 2, timeout=30)
+        load.wait_ok(100)
+    finally:
+        load.stop()
+    assert load.errors == []
+    assert all(requests.get(server.url, timeout=5).text.startswith("v2") for _ in range(10))
+
+
+def test_request_timeout_answers_504_and_replaces_worker(wharf):
+    server = wharf("lifecycle_app:app", "--timeout", "1", "--graceful-timeout", "3")
+    first_pid = int(requests.get(server.url, timeout=5).text.split()[1])
+    resp = requests.get(server.url + "/sleep?s=10", timeout=20)
+    assert resp.status_code == 504
+    wait_for(lambda: server.log().count("worker ready") >= 2, timeout=20)
+    wait_for(lambda: int(requests.get(server.url, timeout=5).text.split()[1]) != first_pid, timeout=20)
+    # The old worker's thread is still stuck in the app; it must still be gone within the
+    # graceful timeout (by exiting or by being killed).
+    wait_for(lambda: re.search(rf"(worker exited after draining|killing worker).* worker=1 pid={first_pid}", server.log()), timeout=20)
+    with pytest.raises(ProcessLookupError):
+        os.kill(first_pid, 0)
+
+
+def test_import_error_exits_without_crash_loop(tmp_path):
+    started = time.monotonic()
+    import subprocess
+    from conftest import wharf_command
+
+    result = subprocess.run(
+        [*wharf_command(), "--bind", "127.0.0.1:0", "--workers", "3", "--chdir", str(APPS_DIR), "broken_import:app"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3
+    assert "ZeroDivisionError: division by zero" in result.stderr
+    assert result.stderr.count("started worker") <= 3, "no restart loop after an import error"
+    assert time.monotonic() - started < 30
+
+
+def test_probes_answer_while_all_threads_are_busy(wharf, tmp_path):
+    admin = free_port()
+    server = wharf("lifecycle_app:app", "--threads", "2", "--queue-size", "2", "--admin-bind", f"127.0.0.1:{admin}")
+    gate = tmp_path / "gate"
+    socks = []
+    try:
+        for _ in range(6):
+            s = server.connect(timeout=30)
+            s.sendall(f"GET /block?gate={gate} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+            socks.append(s)
+        for path in ("/livez", "/readyz"):
+            t0 = time.monotonic()
+            resp = requests.get(f"http://127.0.0.1:{admin}{path}", timeout=5)
+            assert resp.status_code == 200 and resp.json()["ready_workers"] == 1
+            assert time.monotonic() - t0 < 2
+        assert requests.get(f"http://127.0.0.1:{admin}/nope", timeout=5).status_code == 404
+    finally:
+        gate.touch()
+        for s in socks:
+            s.close()
+
+
+def test_ttin_ttou_change_worker_count(wharf):
+    server = wharf("lifecycle_app:app", "--workers", "1")
+    server.proc.send_signal(signal.SIGTTIN)
+    wait_for(lambda: server.log().count("worker ready") >= 2, timeout=20)
+    server.proc.send_signal(signal.SIGTTOU)
+    wait_for(lambda: "draining worker (scale down)" in server.log(), timeout=20)
+    wait_for(lambda: "worker exited after draining" in server.log(), timeout=20)
+    assert requests.get(server.url, timeout=5).status_code == 200
+
+
+def test_reload_restarts_on_source_change(wharf, tmp_path):
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    source = (APPS_DIR / "lifecycle_app.py").read_text()
+    (app_dir / "dev.py").write_text(source)
+    server = wharf("dev:app", "--reload", "--chdir", str(app_dir))
+    assert requests.get(server.url, timeout=5).text.startswith("v1")
+    time.sleep(1.1)  # mtime granularity: the edit must be visibly newer than the first scan
+    (app_dir / "dev.py").write_text(source.replace('VERSION = "v1"', 'VERSION = "v3"'))
+    wait_for(lambda: requests.get(server.url, timeout=5).text.startswith("v3"), timeout=30)
+
+
+def test_forwarded_headers_trusted_only_from_allowed_peers(wharf):
+    trusting = wharf("lifecycle_app:app")
+    spoofed = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "shop.example"}
+    assert requests.get(trusting.url + "/remote", headers=spoofed, timeout=5).text == "203.0.113.9|https|shop.example|shop.example"
+    rfc = {"Forwarded": 'for="[2001:db8::7]";proto=https;host=api.example'}
+    assert requests.get(trusting.url + "/remote", headers=rfc, timeout=5).text == "2001:db8::7|https|api.example|api.example"
+    strict = wharf("lifecycle_app:app", "--forwarded-allow-ips", "10.0.0.0/8")
+    text = requests.get(strict.url + "/remote", headers=spoofed, timeout=5).text
+    assert text == f"127.0.0.1|http|127.0.0.1:{strict.port}|127.0.0.1"
