@@ -1,5 +1,5 @@
-//! The admin listener: /livez and /readyz answered by the supervisor in Rust, apart from
-//! application traffic, so probes never wait behind the app or a full request queue.
+//! The admin listener: /livez, /readyz and /metrics answered by the supervisor in Rust, apart
+//! from application traffic, so probes never wait behind the app or a full request queue.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,6 +14,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::health::Health;
 use crate::listener::Listener;
+use crate::metrics::{self, ProcessStats};
+use crate::scrape::Scraper;
+
+/// How long a scrape waits for workers to report fresh numbers.
+const SCRAPE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -25,11 +30,21 @@ fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     response
 }
 
-fn route(req: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> {
+async fn route(req: Request<Incoming>, health: Arc<Health>, scraper: Arc<Scraper>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"method not allowed\"}".into());
     }
     let snap = health.snapshot();
+    if req.uri().path() == "/metrics" {
+        let totals = scraper.collect(SCRAPE_WAIT).await;
+        let process = ProcessStats { workers: snap.ready_workers, restarts: scraper.restarts() };
+        let mut response = reply(StatusCode::OK, metrics::render(&totals, &process));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        return response;
+    }
     let detail = serde_json::json!({
         "ready_workers": snap.ready_workers,
         "stale_workers": snap.stale_workers,
@@ -47,7 +62,7 @@ fn route(req: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> {
 }
 
 /// Serves the admin endpoints until the runtime stops.
-pub async fn serve(listener: Listener, health: Arc<Health>) {
+pub async fn serve(listener: Listener, health: Arc<Health>, scraper: Arc<Scraper>) {
     tracing::info!("admin listener on {}", listener.describe());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(10));
@@ -61,11 +76,12 @@ pub async fn serve(listener: Listener, health: Arc<Health>) {
             }
         };
         let health = Arc::clone(&health);
+        let scraper = Arc::clone(&scraper);
         let conn = http.serve_connection(
             TokioIo::new(io),
             service_fn(move |req| {
-                let response = route(&req, &health);
-                async move { Ok::<_, Infallible>(response) }
+                let (health, scraper) = (Arc::clone(&health), Arc::clone(&scraper));
+                async move { Ok::<_, Infallible>(route(req, health, scraper).await) }
             }),
         );
         tokio::spawn(async move {

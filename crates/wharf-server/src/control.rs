@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Snapshot;
 
 /// How often a worker proves its I/O loop is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -29,7 +31,7 @@ impl RecycleReason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerMessage {
     /// The app is imported and the worker accepts connections.
@@ -37,36 +39,60 @@ pub enum WorkerMessage {
     Heartbeat { served: u64 },
     /// Please start a replacement and then drain this worker.
     Recycle { reason: RecycleReason },
+    /// The worker's metrics, answering `Snapshot { seq }` (or `seq: u64::MAX` as the last word
+    /// of an exiting worker).
+    Metrics { seq: u64, snapshot: Box<Snapshot> },
 }
 
-/// Worker side: sends what it is given plus heartbeats; `closed` completes when the
-/// supervisor is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SupervisorMessage {
+    /// Send your metrics now, tagged with `seq`.
+    Snapshot { seq: u64 },
+}
+
+struct Outgoing {
+    msg: WorkerMessage,
+    written: Option<oneshot::Sender<()>>,
+}
+
+/// Worker side: sends what it is given plus heartbeats, and answers metrics requests.
 pub struct ControlClient {
-    pub tx: mpsc::UnboundedSender<WorkerMessage>,
+    tx: mpsc::UnboundedSender<Outgoing>,
 }
 
 impl ControlClient {
     /// Starts the channel's task; must run inside the tokio runtime. `served` is read for
-    /// each heartbeat; `on_supervisor_gone` fires once if the supervisor disappears.
+    /// each heartbeat and `snapshot` for each metrics request; `on_supervisor_gone` fires
+    /// once if the supervisor disappears.
     pub fn start(
         fd: OwnedFd,
         served: impl Fn() -> u64 + Send + 'static,
+        snapshot: impl Fn() -> Snapshot + Send + 'static,
         on_supervisor_gone: impl FnOnce() + Send + 'static,
     ) -> std::io::Result<ControlClient> {
         let std_stream = std::os::unix::net::UnixStream::from(fd);
         std_stream.set_nonblocking(true)?;
         let stream = UnixStream::from_std(std_stream)?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<WorkerMessage>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
             loop {
-                let msg = tokio::select! {
-                    _ = beat.tick() => WorkerMessage::Heartbeat { served: served() },
-                    msg = rx.recv() => match msg { Some(m) => m, None => return },
+                let (msg, written) = tokio::select! {
+                    _ = beat.tick() => (WorkerMessage::Heartbeat { served: served() }, None),
+                    out = rx.recv() => match out { Some(o) => (o.msg, o.written), None => return },
                     line = lines.next_line() => match line {
-                        Ok(Some(_)) => continue,
+                        Ok(Some(line)) => match serde_json::from_str::<SupervisorMessage>(&line) {
+                            Ok(SupervisorMessage::Snapshot { seq }) => {
+                                (WorkerMessage::Metrics { seq, snapshot: Box::new(snapshot()) }, None)
+                            }
+                            Err(err) => {
+                                tracing::warn!("unreadable message from the supervisor: {err}");
+                                continue;
+                            }
+                        },
                         _ => break,
                     },
                 };
@@ -74,6 +100,9 @@ impl ControlClient {
                 line.push('\n');
                 if write.write_all(line.as_bytes()).await.is_err() {
                     break;
+                }
+                if let Some(written) = written {
+                    written.send(()).ok();
                 }
             }
             on_supervisor_gone();
@@ -83,7 +112,16 @@ impl ControlClient {
 
     pub fn send(&self, msg: WorkerMessage) {
         // The task only ends when the supervisor is gone; then nobody is listening anyway.
-        self.tx.send(msg).ok();
+        self.tx.send(Outgoing { msg, written: None }).ok();
+    }
+
+    /// Sends the worker's last metrics and waits (bounded) until they are written.
+    pub async fn final_report(&self, snapshot: Snapshot) {
+        let (written, done) = oneshot::channel();
+        let msg = WorkerMessage::Metrics { seq: u64::MAX, snapshot: Box::new(snapshot) };
+        if self.tx.send(Outgoing { msg, written: Some(written) }).is_ok() {
+            tokio::time::timeout(Duration::from_secs(1), done).await.ok();
+        }
     }
 }
 

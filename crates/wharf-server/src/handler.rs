@@ -1,5 +1,6 @@
 //! Serving one request on a Python thread: environ → app → response → close().
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -13,6 +14,7 @@ use crate::exchange::Job;
 use crate::file_wrapper::{FileSource, FileWrapper};
 use crate::input::{BodyFailure, WsgiInput};
 use crate::listener::Peer;
+use crate::metrics::{Rejection, WorkerMetrics};
 use crate::pyerr;
 use crate::start_response::{ClientGone, Responder, StartResponse};
 
@@ -22,6 +24,7 @@ pub struct AppContext {
     pub environ: EnvironTemplate,
     pub limit_request_body: u64,
     pub io_timeout: Duration,
+    pub metrics: Arc<WorkerMetrics>,
 }
 
 /// How producing a response failed.
@@ -60,8 +63,18 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job:
         Err(Failure::ClientGone) => {
             tracing::debug!(method = %parts.method, path = parts.uri.path(), "client went away before the response was complete");
         }
-        Err(Failure::App(err)) => report_app_error(py, start_response.get(), &parts, &err, input.get().failure()),
+        Err(Failure::App(err)) => {
+            let failure = input.get().failure();
+            match failure {
+                BodyFailure::TooLarge => ctx.metrics.rejected(Rejection::BodyTooLarge),
+                BodyFailure::TimedOut => ctx.metrics.rejected(Rejection::BodyTimeout),
+                BodyFailure::Broken => ctx.metrics.rejected(Rejection::BadRequest),
+                BodyFailure::None => {}
+            }
+            report_app_error(py, start_response.get(), &parts, &err, failure);
+        }
     }
+    ctx.metrics.request_body(input.get().received());
 }
 
 fn serve(

@@ -55,6 +55,11 @@ impl WsgiInput {
         }
     }
 
+    /// Body bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.reader.lock().map(|r| r.received).unwrap_or(0)
+    }
+
     pub fn failure(&self) -> BodyFailure {
         match self.failure.load(Ordering::Relaxed) {
             1 => BodyFailure::TooLarge,

@@ -26,7 +26,7 @@ impl Pool {
         queue_size: u32,
         watchdog: Option<Arc<Watchdog>>,
     ) -> Result<Pool, StartError> {
-        let queue = Arc::new(JobQueue::new(queue_size as usize));
+        let queue = Arc::new(JobQueue::new(queue_size as usize, threads as usize));
         // Each thread holds a sender; when all are dropped, every thread has exited.
         let (exit_tx, exited) = mpsc::channel();
         for n in 0..threads {
@@ -78,6 +78,7 @@ fn run_thread(index: usize, ctx: &AppContext, queue: &JobQueue<Job>, watchdog: O
                     None => return,
                 },
             };
+            ctx.metrics.queued_for(job.enqueued.elapsed());
             let watched = match (watchdog, job.expire.take()) {
                 (Some(dog), Some(expire)) => {
                     dog.start(index, expire);
@@ -96,6 +97,7 @@ fn run_thread(index: usize, ctx: &AppContext, queue: &JobQueue<Job>, watchdog: O
             if let Some(dog) = watched {
                 dog.finish(index);
             }
+            queue.done();
         }
     });
 }

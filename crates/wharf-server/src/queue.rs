@@ -1,8 +1,12 @@
 //! The bounded queue between the I/O side and the Python threads.
 //!
 //! A mutex-protected deque rather than a channel: the I/O thread needs an exact, cheap answer
-//! to "is the queue full" (to answer 503 at once) and the pool needs exact counts of waiting
-//! requests and idle threads, which later feed the saturation metrics.
+//! to "is the queue full" (to answer 503 at once), and the saturation metrics need exact
+//! counts of waiting items and busy consumers.
+//!
+//! The capacity counts items *waiting for a consumer*: items that idle consumers are about
+//! to take do not count, so a burst that arrives faster than threads wake up is never
+//! refused while threads are free.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -11,11 +15,15 @@ pub struct JobQueue<T> {
     state: Mutex<State<T>>,
     available: Condvar,
     capacity: usize,
+    consumers: usize,
 }
 
 struct State<T> {
     items: VecDeque<T>,
+    /// Consumers blocked in `pop`.
     idle: usize,
+    /// Consumers holding an item they took and have not reported `done` for.
+    busy: usize,
     closed: bool,
 }
 
@@ -26,11 +34,18 @@ pub enum PushError<T> {
 }
 
 impl<T> JobQueue<T> {
-    pub fn new(capacity: usize) -> Self {
+    /// `capacity` items may wait beyond what `consumers` free consumers will take.
+    pub fn new(capacity: usize, consumers: usize) -> Self {
         JobQueue {
-            state: Mutex::new(State { items: VecDeque::with_capacity(capacity.min(4096)), idle: 0, closed: false }),
+            state: Mutex::new(State {
+                items: VecDeque::with_capacity(capacity.min(4096)),
+                idle: 0,
+                busy: 0,
+                closed: false,
+            }),
             available: Condvar::new(),
             capacity,
+            consumers,
         }
     }
 
@@ -45,7 +60,8 @@ impl<T> JobQueue<T> {
         if state.closed {
             return Err(PushError::Closed(item));
         }
-        if state.items.len() >= self.capacity {
+        let free = self.consumers.saturating_sub(state.busy);
+        if state.items.len() >= self.capacity + free {
             return Err(PushError::Full(item));
         }
         state.items.push_back(item);
@@ -57,16 +73,23 @@ impl<T> JobQueue<T> {
         Ok(())
     }
 
-    /// Takes the next item without waiting.
+    /// Takes the next item without waiting; the caller is busy until it calls `done`.
     pub fn try_pop(&self) -> Option<T> {
-        self.lock().items.pop_front()
+        let mut state = self.lock();
+        let item = state.items.pop_front();
+        if item.is_some() {
+            state.busy += 1;
+        }
+        item
     }
 
-    /// Waits for the next item; `None` once the queue is closed and empty.
+    /// Waits for the next item (the caller is busy until `done`); `None` once the queue is
+    /// closed and empty.
     pub fn pop(&self) -> Option<T> {
         let mut state = self.lock();
         loop {
             if let Some(item) = state.items.pop_front() {
+                state.busy += 1;
                 return Some(item);
             }
             if state.closed {
@@ -84,12 +107,16 @@ impl<T> JobQueue<T> {
         self.available.notify_all();
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().items.len()
+    /// The consumer finished the item it took.
+    pub fn done(&self) {
+        let mut state = self.lock();
+        state.busy = state.busy.saturating_sub(1);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// (items waiting, consumers busy), read together.
+    pub fn load(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.items.len(), state.busy)
     }
 }
 
@@ -101,21 +128,36 @@ mod tests {
 
     #[test]
     fn full_and_closed_are_reported() {
-        let q = JobQueue::new(2);
+        let q = JobQueue::new(2, 0);
         assert_eq!(q.push(1), Ok(()));
         assert_eq!(q.push(2), Ok(()));
         assert_eq!(q.push(3), Err(PushError::Full(3)));
-        assert_eq!(q.len(), 2);
+        assert_eq!(q.load(), (2, 0));
         q.close();
         assert_eq!(q.push(4), Err(PushError::Closed(4)));
         assert_eq!(q.pop(), Some(1));
         assert_eq!(q.try_pop(), Some(2));
+        assert_eq!(q.load(), (0, 2));
         assert_eq!(q.pop(), None);
     }
 
     #[test]
+    fn free_consumers_extend_the_capacity() {
+        let q = JobQueue::new(1, 2);
+        // Two free consumers will take two items; one more may wait.
+        assert_eq!(q.push(1), Ok(()));
+        assert_eq!(q.push(2), Ok(()));
+        assert_eq!(q.push(3), Ok(()));
+        assert_eq!(q.push(4), Err(PushError::Full(4)));
+        assert_eq!(q.try_pop(), Some(1));
+        assert_eq!(q.push(5), Err(PushError::Full(5)));
+        q.done();
+        assert_eq!(q.push(6), Ok(()));
+    }
+
+    #[test]
     fn waiting_consumers_get_every_item_once() {
-        let q = Arc::new(JobQueue::new(1000));
+        let q = Arc::new(JobQueue::new(1000, 4));
         let consumers: Vec<_> = (0..4)
             .map(|_| {
                 let q = Arc::clone(&q);
@@ -123,6 +165,7 @@ mod tests {
                     let mut got = Vec::new();
                     while let Some(v) = q.pop() {
                         got.push(v);
+                        q.done();
                     }
                     got
                 })

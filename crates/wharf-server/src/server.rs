@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::listener::{Connection, Listener, Peer};
+use crate::metrics::Rejection;
 use crate::service::{self, ConnState, Shared};
 
 /// While draining, a keep-alive connection this quiet is closed. A client busy on it sends
@@ -152,6 +153,9 @@ impl Server {
         _token: ConnectionToken,
     ) {
         let state = Arc::new(ConnState::new(peer, Arc::clone(&self.shared)));
+        let metrics = &self.shared.metrics;
+        metrics.connection(true);
+        let _closed = CountClose(Arc::clone(metrics));
         let svc = {
             let state = Arc::clone(&state);
             service_fn(move |req| service::handle(req, Arc::clone(&state)))
@@ -173,6 +177,14 @@ impl Server {
                 result = conn.as_mut() => {
                     if let Err(err) = result {
                         tracing::debug!(peer = ?state.peer.remote, "connection ended: {err}");
+                        // Requests hyper refused itself never reached the service.
+                        if err.is_parse_too_large() {
+                            metrics.rejected(Rejection::HeadersTooLarge);
+                        } else if err.is_timeout() {
+                            metrics.rejected(Rejection::HeaderTimeout);
+                        } else if err.is_parse() {
+                            metrics.rejected(Rejection::BadRequest);
+                        }
                     }
                     return;
                 }
@@ -198,6 +210,15 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// Counts the connection as closed however its task ends.
+struct CountClose(Arc<crate::metrics::WorkerMetrics>);
+
+impl Drop for CountClose {
+    fn drop(&mut self) {
+        self.0.connection(false);
     }
 }
 

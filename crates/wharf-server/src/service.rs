@@ -16,6 +16,7 @@ use crate::control::{ControlClient, RecycleReason, WorkerMessage};
 use crate::exchange::{Job, Reply};
 use crate::limits::{self, Limits};
 use crate::listener::Peer;
+use crate::metrics::{self, Rejection, WorkerMetrics};
 use crate::queue::{JobQueue, PushError};
 use crate::response_body::{OnFinish, ResponseBody};
 
@@ -32,6 +33,7 @@ pub struct Shared {
     /// Ask to be replaced after this many requests (`--max-requests` plus jitter).
     pub recycle_after: Option<u64>,
     pub control: Option<ControlClient>,
+    pub metrics: Arc<WorkerMetrics>,
 }
 
 impl Shared {
@@ -108,6 +110,7 @@ struct InFlight(Arc<ConnState>);
 impl InFlight {
     fn enter(conn: &Arc<ConnState>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        conn.shared.metrics.request_started();
         InFlight(Arc::clone(conn))
     }
 }
@@ -118,15 +121,20 @@ impl Drop for InFlight {
     }
 }
 
-/// What happens when a response body is done: the request stops counting as in flight and
-/// the access-log line is written.
+/// What happens when a response body is done: the request stops counting as in flight, is
+/// counted in the metrics, and the access-log line is written.
 struct Finish {
-    _in_flight: InFlight,
+    in_flight: InFlight,
+    method: usize,
+    status: u16,
+    started: Instant,
     record: Option<AccessRecord>,
 }
 
 impl OnFinish for Finish {
     fn finish(self: Box<Self>, bytes_sent: u64, completed: bool) {
+        let metrics = &self.in_flight.0.shared.metrics;
+        metrics.request_finished(self.method, self.status, self.started.elapsed(), bytes_sent);
         if let Some(record) = self.record {
             Box::new(record).finish(bytes_sent, completed);
         }
@@ -149,10 +157,11 @@ fn respond(status: StatusCode, reason: &str, close: bool, finish: Finish) -> Res
 }
 
 fn with_finish(mut response: Response<ResponseBody>, status: StatusCode, mut finish: Finish) -> Response<ResponseBody> {
+    finish.status = status.as_u16();
     if let Some(record) = finish.record.as_mut() {
         record.status = status.as_u16();
     }
-    if finish._in_flight.0.shared_draining() {
+    if finish.in_flight.0.shared_draining() {
         // Telling the client to reconnect (to another worker) on this response, rather than
         // closing idle connections under its feet, is what makes draining lose nothing.
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -178,9 +187,20 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
         started: Instant::now(),
         started_wall: SystemTime::now(),
     });
-    let finish = Finish { _in_flight: InFlight::enter(&conn), record };
+    let finish = Finish {
+        in_flight: InFlight::enter(&conn),
+        method: metrics::method_index(&parts.method),
+        status: 0,
+        started: Instant::now(),
+        record,
+    };
 
     if let Err(rejection) = limits::check(&parts, &shared.limits) {
+        shared.metrics.rejected(match rejection.status {
+            StatusCode::URI_TOO_LONG => Rejection::RequestLineTooLong,
+            StatusCode::PAYLOAD_TOO_LARGE => Rejection::BodyTooLarge,
+            _ => Rejection::BadRequest,
+        });
         tracing::info!(status = rejection.status.as_u16(), peer = ?conn.peer.remote, "rejected request: {}", rejection.reason);
         return Ok(respond(rejection.status, rejection.reason, true, finish));
     }
@@ -196,10 +216,12 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
     match shared.queue.push(job) {
         Ok(()) => {}
         Err(PushError::Full(_)) => {
+            shared.metrics.rejected(Rejection::QueueFull);
             tracing::warn!("request queue full: answering 503");
             return Ok(respond(StatusCode::SERVICE_UNAVAILABLE, "Server busy, try again", false, finish));
         }
         Err(PushError::Closed(_)) => {
+            shared.metrics.rejected(Rejection::ShuttingDown);
             return Ok(respond(StatusCode::SERVICE_UNAVAILABLE, "Server shutting down", true, finish));
         }
     }
@@ -208,6 +230,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
         Some(expired) => tokio::select! {
             reply = reply_rx => reply,
             Ok(()) = expired => {
+                shared.metrics.rejected(Rejection::Timeout);
                 if let Some(control) = &shared.control {
                     control.send(WorkerMessage::Recycle { reason: RecycleReason::Timeout });
                 }

@@ -13,7 +13,7 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -22,6 +22,7 @@ use crate::control::{RecycleReason, WorkerMessage};
 use crate::handoff::{HANDOFF_ENV, Handoff, SharedSocket};
 use crate::health::{Health, STALE_HEARTBEAT};
 use crate::reload::SourceWatcher;
+use crate::scrape::Scraper;
 
 /// A worker silent this long is considered hung and killed.
 const HUNG_WORKER: Duration = Duration::from_secs(30);
@@ -68,6 +69,7 @@ pub struct Supervisor {
     sockets: Vec<SharedSocket>,
     graceful_timeout: Duration,
     health: Arc<Health>,
+    scraper: Arc<Scraper>,
     watcher: Option<SourceWatcher>,
     workers: BTreeMap<u32, Worker>,
     next_id: u32,
@@ -108,7 +110,13 @@ fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
 }
 
 impl Supervisor {
-    pub fn new(config: &Config, command: WorkerCommand, sockets: Vec<SharedSocket>, health: Arc<Health>) -> Self {
+    pub fn new(
+        config: &Config,
+        command: WorkerCommand,
+        sockets: Vec<SharedSocket>,
+        health: Arc<Health>,
+        scraper: Arc<Scraper>,
+    ) -> Self {
         let watcher = config.reload.then(|| {
             let dir = config.chdir.clone().unwrap_or_else(|| PathBuf::from("."));
             SourceWatcher::new(dir)
@@ -118,6 +126,7 @@ impl Supervisor {
             sockets,
             graceful_timeout: config.graceful_timeout,
             health,
+            scraper,
             watcher,
             workers: BTreeMap::new(),
             next_id: 1,
@@ -186,20 +195,35 @@ impl Supervisor {
             events.send(Event::Exited(id, status)).ok();
         });
         ours.set_nonblocking(true)?;
-        let stream = tokio::net::UnixStream::from_std(ours)?;
-        let events = self.events.0.clone();
+        let (read, mut write) = tokio::net::UnixStream::from_std(ours)?.into_split();
+        let (writer, mut outgoing) = mpsc::unbounded_channel::<String>();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stream).lines();
+            while let Some(line) = outgoing.recv().await {
+                if write.write_all(line.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let latest = self.scraper.register(id, writer);
+        let events = self.events.0.clone();
+        let scraper = Arc::clone(&self.scraper);
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 match serde_json::from_str::<WorkerMessage>(&line) {
+                    Ok(WorkerMessage::Metrics { seq, snapshot }) => {
+                        latest.send_replace((seq, Some(*snapshot)));
+                    }
                     Ok(msg) => {
                         if events.send(Event::Message(id, msg)).is_err() {
-                            return;
+                            break;
                         }
                     }
                     Err(err) => tracing::warn!(worker = id, "unreadable control message {line:?}: {err}"),
                 }
             }
+            // The worker is gone (its last metrics, if any, arrived before the end of stream).
+            scraper.retire(id);
         });
         tracing::info!(worker = id, pid, "started worker");
         self.workers.insert(id, Worker { pid, state: State::Starting, retire: None, last_heartbeat: Instant::now() });
@@ -231,7 +255,7 @@ impl Supervisor {
                             tracing::info!(worker = id, pid = w.pid, "worker ready");
                         }
                     }
-                    WorkerMessage::Heartbeat { .. } => {}
+                    WorkerMessage::Heartbeat { .. } | WorkerMessage::Metrics { .. } => {}
                     WorkerMessage::Recycle { reason } => {
                         if w.retire.is_none() {
                             tracing::info!(worker = id, reason = reason.as_str(), "worker asks to be replaced");
@@ -250,6 +274,7 @@ impl Supervisor {
                     State::Draining { .. } => tracing::info!(worker = id, pid = w.pid, "worker exited after draining ({how})"),
                     State::Ready => {
                         tracing::error!(worker = id, pid = w.pid, "worker died ({how}); starting a replacement");
+                        self.scraper.restarted("crash");
                     }
                     State::Starting => self.on_start_failure(id, &status, &how),
                 }
@@ -346,7 +371,8 @@ impl Supervisor {
             }
         }
         if self.watcher.as_mut().is_some_and(SourceWatcher::changed) {
-            self.retire_all("source change");
+            tracing::info!("source change detected");
+            self.retire_all("reload");
         }
     }
 
@@ -390,6 +416,7 @@ impl Supervisor {
         for id in retiring {
             if kept_ready >= target || surplus > 0 {
                 let why = self.workers.get(&id).and_then(|w| w.retire).unwrap_or("retired");
+                self.scraper.restarted(why);
                 self.drain(id, why);
                 surplus = surplus.saturating_sub(1);
             }

@@ -30,7 +30,9 @@ use crate::handoff::{self, Handoff, SharedSocket};
 use crate::health::Health;
 use crate::limits::Limits;
 use crate::listener::Listener;
+use crate::metrics::WorkerMetrics;
 use crate::pool::Pool;
+use crate::scrape::Scraper;
 use crate::server::{Drained, Server, Timeouts};
 use crate::service::Shared;
 use crate::supervisor::{Supervisor, WorkerCommand};
@@ -108,12 +110,19 @@ fn supervise(py: Python<'_>, config: &Config, args: Vec<String>) -> Result<i32, 
         tracing::info!("listening on {}", socket.describe);
     }
     let health = Arc::new(Health::new());
-    let supervisor = Supervisor::new(config, WorkerCommand { python: python.into(), args }, sockets, Arc::clone(&health));
+    let scraper = Arc::new(Scraper::default());
+    let supervisor = Supervisor::new(
+        config,
+        WorkerCommand { python: python.into(), args },
+        sockets,
+        Arc::clone(&health),
+        Arc::clone(&scraper),
+    );
     tracing::info!(app = %config.app, workers = config.workers, threads = config.threads, pid = std::process::id(), "wharf {} starting", env!("CARGO_PKG_VERSION"));
     py.detach(|| {
         runtime.block_on(async {
             if let Some(listener) = admin_listener {
-                tokio::spawn(admin::serve(listener, health));
+                tokio::spawn(admin::serve(listener, health, scraper));
             }
             supervisor.run().await.map_err(StartError::Runtime)
         })
@@ -154,11 +163,13 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
         EnvironTemplate::new(py, &settings, errors, file_wrapper)
     })()
     .map_err(|err| StartError::InvalidConfig(format!("cannot prepare environ: {err}")))?;
+    let metrics = Arc::new(WorkerMetrics::new(u64::from(config.threads)));
     let ctx = Arc::new(AppContext {
         app,
         environ: template,
         limit_request_body: config.limit_request_body,
         io_timeout: config.io_timeout,
+        metrics: Arc::clone(&metrics),
     });
     let watchdog = config.request_timeout().map(|t| Arc::new(Watchdog::new(t, config.threads as usize)));
     let pool = Pool::start(ctx, config.threads, config.queue_size, watchdog.clone())?;
@@ -175,11 +186,17 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
             let (stop_tx, stop_rx) = mpsc::channel(4);
             forward_stop_signals(stop_tx.clone()).map_err(StartError::Runtime)?;
             let served = Arc::new(AtomicU64::new(0));
+            let snapshot = {
+                let (metrics, queue) = (Arc::clone(&metrics), Arc::clone(&queue));
+                move || metrics.snapshot(queue.load(), 0)
+            };
             let control = {
                 let served = Arc::clone(&served);
+                let snapshot = snapshot.clone();
                 ControlClient::start(
                     control_fd,
                     move || served.load(Ordering::Relaxed),
+                    snapshot,
                     move || {
                         tracing::warn!("supervisor is gone; draining");
                         stop_tx.try_send("supervisor exit").ok();
@@ -196,6 +213,7 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
                 served: Arc::clone(&served),
                 recycle_after: recycle_after(config),
                 control: Some(control),
+                metrics: Arc::clone(&metrics),
             });
             if let Some(dog) = watchdog {
                 let period = (dog.timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -222,7 +240,11 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
                 control.send(WorkerMessage::Ready);
             }
             tracing::info!(worker = handoff.worker_id, pid = std::process::id(), app = %config.app, "worker serving");
-            Ok::<_, StartError>(server.run(listeners, stop_rx, graceful).await)
+            let drained = server.run(listeners, stop_rx, graceful).await;
+            if let Some(control) = &shared.control {
+                control.final_report(snapshot()).await;
+            }
+            Ok::<_, StartError>(drained)
         })
     })?;
     let threads_done = py.detach(|| pool.shutdown(Instant::now() + Duration::from_secs(5).min(graceful)));

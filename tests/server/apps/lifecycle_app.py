@@ -9,6 +9,7 @@ VERSION = "v1"
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     query = environ.get("QUERY_STRING", "")
+    environ["wsgi.input"].read()
     if path == "/sleep":
         time.sleep(float(query.split("=", 1)[1]) if "=" in query else 2.0)
     elif path == "/block":

@@ -1,0 +1,96 @@
+//! Supervisor side of /metrics: asks every live worker for a fresh snapshot, adds what exited
+//! workers last reported (so counters never go backwards), and keeps restart counts.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::control::SupervisorMessage;
+use crate::metrics::Snapshot;
+
+/// The latest snapshot a worker sent, with the request sequence number it answered.
+pub type Latest = (u64, Option<Snapshot>);
+
+struct Live {
+    writer: mpsc::UnboundedSender<String>,
+    latest: watch::Receiver<Latest>,
+}
+
+#[derive(Default)]
+struct Inner {
+    live: BTreeMap<u32, Live>,
+    retired: Snapshot,
+    restarts: BTreeMap<&'static str, u64>,
+    next_seq: u64,
+}
+
+#[derive(Default)]
+pub struct Scraper {
+    inner: Mutex<Inner>,
+}
+
+impl Scraper {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new worker: `writer` sends lines to it; the returned sender takes its snapshots.
+    pub fn register(&self, id: u32, writer: mpsc::UnboundedSender<String>) -> watch::Sender<Latest> {
+        let (tx, latest) = watch::channel((0, None));
+        self.lock().live.insert(id, Live { writer, latest });
+        tx
+    }
+
+    /// The worker's channel closed: keep its counters, forget its gauges.
+    pub fn retire(&self, id: u32) {
+        let mut inner = self.lock();
+        if let Some(live) = inner.live.remove(&id) {
+            if let Some(last) = live.latest.borrow().1.clone() {
+                inner.retired.add(&last.without_gauges());
+            }
+        }
+    }
+
+    pub fn restarted(&self, reason: &'static str) {
+        *self.lock().restarts.entry(reason).or_default() += 1;
+    }
+
+    pub fn restarts(&self) -> BTreeMap<&'static str, u64> {
+        self.lock().restarts.clone()
+    }
+
+    /// The sum over all workers, asking live ones for fresh numbers; a worker that does not
+    /// answer within `wait` contributes its previous snapshot.
+    pub async fn collect(&self, wait: Duration) -> Snapshot {
+        let (seq, mut pending) = {
+            let mut inner = self.lock();
+            inner.next_seq += 1;
+            let seq = inner.next_seq;
+            let line = match serde_json::to_string(&SupervisorMessage::Snapshot { seq }) {
+                Ok(json) => json + "\n",
+                Err(_) => String::new(),
+            };
+            let pending: Vec<watch::Receiver<Latest>> = inner
+                .live
+                .values()
+                .filter(|live| live.writer.send(line.clone()).is_ok())
+                .map(|live| live.latest.clone())
+                .collect();
+            (seq, pending)
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        for latest in &mut pending {
+            tokio::time::timeout_at(deadline, latest.wait_for(|(answered, _)| *answered >= seq)).await.ok();
+        }
+        let inner = self.lock();
+        let mut total = inner.retired.clone();
+        for live in inner.live.values() {
+            if let Some(snapshot) = &live.latest.borrow().1 {
+                total.add(snapshot);
+            }
+        }
+        total
+    }
+}

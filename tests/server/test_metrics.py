@@ -1,0 +1,126 @@
+"""/metrics on the admin listener: real Prometheus text, parsed with prometheus_client's parser,
+aggregated exactly over every worker (and over workers that have since exited)."""
+
+import os
+import signal
+import socket
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import read_response, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(admin: int) -> dict:
+    resp = requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=10)
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for family in text_string_to_metric_families(resp.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_counters_move_by_exactly_the_requests_sent_across_workers(wharf):
+    admin = free_port()
+    server = wharf("lifecycle_app:app", "--workers", "2", "--threads", "3", "--admin-bind", f"127.0.0.1:{admin}")
+    before = scrape(admin)
+    pids = set()
+    for _ in range(60):
+        # A new connection each time so the kernel spreads them over both workers.
+        resp = requests.get(server.url, headers={"Connection": "close"}, timeout=10)
+        pids.add(resp.text.split()[1])
+    requests.post(server.url, data=b"x" * 5000, headers={"Connection": "close"}, timeout=10)
+    after = scrape(admin)
+    assert len(pids) == 2, "both workers served requests"
+    get_200 = ("wharf_requests_total", {"method": "GET", "status": "200"})
+    assert value(after, get_200[0], **get_200[1]) - value(before, get_200[0], **get_200[1]) == 60
+    assert value(after, "wharf_requests_total", method="POST", status="200") - value(before, "wharf_requests_total", method="POST", status="200") == 1
+    assert value(after, "wharf_request_duration_seconds_count") - value(before, "wharf_request_duration_seconds_count") == 61
+    assert value(after, "wharf_request_queue_seconds_count") - value(before, "wharf_request_queue_seconds_count") == 61
+    assert value(after, "wharf_request_body_bytes_sum") - value(before, "wharf_request_body_bytes_sum") == 5000
+    assert value(after, "wharf_python_threads_total") == 6
+    assert value(after, "wharf_python_threads_busy") == 0
+    assert value(after, "wharf_workers") == 2
+    assert value(after, "wharf_build_info", version=value and next(k[1][0][1] for k in after if k[0] == "wharf_build_info")) == 1
+
+
+def test_saturation_gauges_are_exact_while_threads_are_blocked(wharf, tmp_path):
+    admin = free_port()
+    server = wharf("lifecycle_app:app", "--threads", "2", "--queue-size", "3", "--admin-bind", f"127.0.0.1:{admin}")
+    gate = tmp_path / "gate"
+    socks = []
+    try:
+        for _ in range(5):
+            s = server.connect(timeout=30)
+            s.sendall(f"GET /block?gate={gate} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+            socks.append(s)
+        # Both threads take a request (a woken thread may need a moment), three wait.
+        samples = wait_for(
+            lambda: (m := scrape(admin))
+            and value(m, "wharf_requests_in_flight") == 5
+            and value(m, "wharf_python_threads_busy") == 2
+            and m
+        )
+        assert value(samples, "wharf_requests_queued") == 3
+        assert value(samples, "wharf_connections_open") >= 5
+        refused = requests.get(server.url, timeout=10)
+        assert refused.status_code == 503
+        assert value(scrape(admin), "wharf_rejected_total", reason="queue_full") == 1
+    finally:
+        gate.touch()
+        for s in socks:
+            s.settimeout(20)
+            read_response(s)
+            s.close()
+    # Threads report themselves idle just after the response is out: poll for both.
+    wait_for(
+        lambda: (m := scrape(admin))
+        and value(m, "wharf_requests_in_flight") == 0
+        and value(m, "wharf_python_threads_busy") == 0
+        and value(m, "wharf_requests_queued") == 0
+    )
+
+
+def test_counters_survive_worker_exits_and_restarts_are_counted(wharf):
+    admin = free_port()
+    server = wharf("lifecycle_app:app", "--workers", "2", "--max-requests", "20", "--admin-bind", f"127.0.0.1:{admin}")
+    session = requests.Session()
+    sent = 0
+    # Keep load on until two workers were recycled (bounded in count and time).
+    while value(scrape(admin), "wharf_worker_restarts_total", reason="max_requests") < 2:
+        assert sent < 3000, "no worker was recycled"
+        for _ in range(20):
+            assert session.get(server.url, timeout=10).status_code == 200
+        sent += 20
+    assert value(scrape(admin), "wharf_requests_total", method="GET", status="200") == sent
+    victim = int(requests.get(server.url, timeout=10).text.split()[1])
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: value(scrape(admin), "wharf_worker_restarts_total", reason="crash") == 1, timeout=30)
+    # A crashed worker keeps what it last reported; nothing goes backwards.
+    assert value(scrape(admin), "wharf_requests_total", method="GET", status="200") >= sent
+
+
+def test_rejections_by_reason(wharf):
+    admin = free_port()
+    server = wharf("lifecycle_app:app", "--limit-request-line", "64", "--limit-request-body", "10", "--admin-bind", f"127.0.0.1:{admin}")
+    assert requests.get(server.url + "/" + "a" * 100, timeout=10).status_code == 414
+    assert requests.post(server.url, data=b"x" * 100, timeout=10).status_code == 413
+    with server.connect() as s:
+        s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        assert read_response(s)[0] == 400
+    m = scrape(admin)
+    assert value(m, "wharf_rejected_total", reason="request_line_too_long") == 1
+    assert value(m, "wharf_rejected_total", reason="body_too_large") == 1
+    assert value(m, "wharf_rejected_total", reason="bad_request") == 1
