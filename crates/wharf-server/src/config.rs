@@ -63,7 +63,7 @@ pub struct Config {
     #[arg(long, env = "WHARF_ROOT_PATH", default_value = "", value_parser = parse_root_path)]
     pub root_path: String,
 
-    /// Log level: error, warn, info, debug or trace (or a tracing filter directive).
+    /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "WHARF_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
@@ -79,7 +79,7 @@ pub struct Config {
     #[arg(long, env = "WHARF_ACCESS_LOG_FORMAT", value_enum, default_value_t = AccessLogFormat::Combined)]
     pub access_log_format: AccessLogFormat,
 
-    /// Longest accepted request target (the URI in the request line), in bytes; longer gets 414.
+    /// Longest accepted request line (method, target and version), in bytes; longer gets 414.
     #[arg(long, env = "WHARF_LIMIT_REQUEST_LINE", default_value_t = 8190, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub limit_request_line: u32,
 
@@ -123,8 +123,8 @@ pub struct Config {
     #[arg(long, env = "WHARF_MAX_REQUESTS_JITTER", default_value_t = 0)]
     pub max_requests_jitter: u64,
 
-    /// Health listener (HOST:PORT) answering /livez and /readyz from the supervisor, apart from
-    /// application traffic. Off unless set.
+    /// Admin listener (HOST:PORT) answering /livez, /readyz and /metrics from the supervisor,
+    /// apart from application traffic. Off unless set.
     #[arg(long, env = "WHARF_ADMIN_BIND", value_name = "ADDR")]
     pub admin_bind: Option<BindSpec>,
 
