@@ -8,9 +8,10 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use hyper::body::Incoming;
 use hyper::ext::ReasonPhrase;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::listener::Peer;
+use crate::pipe::Pipe;
 
 /// One request waiting for (or being served by) a Python thread.
 pub struct Job {
@@ -25,10 +26,8 @@ pub struct Job {
     pub enqueued: Instant,
 }
 
-/// A response chunk, or the news that the response cannot be completed (the app failed after
-/// the head was sent), which makes hyper abort the connection so the client sees truncation.
-pub type Chunk = Result<Bytes, StreamAborted>;
-
+/// The response cannot be completed (the app failed after the head was sent); hyper aborts
+/// the connection so the client sees the truncation.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the application failed while streaming the response")]
 pub struct StreamAborted;
@@ -44,6 +43,6 @@ pub struct Reply {
 pub enum ReplyBody {
     /// The whole body is known (a list response, an error page, or an empty body).
     Full(Bytes),
-    /// The first chunk, then more through the channel until it closes.
-    Stream { first: Bytes, rest: mpsc::Receiver<Chunk> },
+    /// Chunks arrive through the pipe until the producer closes it.
+    Stream(Arc<Pipe>),
 }

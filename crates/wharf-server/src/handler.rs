@@ -143,8 +143,7 @@ fn send_result(py: Python<'_>, sr: &StartResponse, result: &Bound<'_, PyAny>, is
             continue;
         }
         require_head(sr)?;
-        let chunk = Bytes::copy_from_slice(bytes.as_bytes());
-        sr.with(|r| r.send_chunk(py, chunk))??;
+        sr.with(|r| r.send_chunk(py, bytes.as_bytes()))??;
     }
     require_head(sr)?;
     sr.with(Responder::finish)??;
@@ -163,8 +162,7 @@ fn send_sequence<'py>(
     for item in items {
         let bytes = as_bytes(&item)?.as_bytes();
         if streaming {
-            let chunk = Bytes::copy_from_slice(bytes);
-            sr.with(|r| r.send_chunk(py, chunk))??;
+            sr.with(|r| r.send_chunk(py, bytes))??;
             continue;
         }
         match (&mut merged, &body) {
@@ -207,7 +205,7 @@ fn send_file(py: Python<'_>, sr: &StartResponse, mut source: FileSource, is_head
             break;
         }
         remaining -= block.len() as u64;
-        sr.with(|r| r.send_chunk(py, Bytes::from(block)))??;
+        sr.with(|r| r.send_owned(py, Bytes::from(block)))??;
     }
     sr.with(Responder::finish)??;
     Ok(())

@@ -3,18 +3,20 @@
 //! Nothing is read before the app asks, so `Expect: 100-continue` is answered only on the
 //! first read, and a large upload never sits in memory as a whole.
 
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::Poll;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::blocking::block_on_until;
+use crate::blocking::{block_on_until, poll_now};
 
 /// Why reading the body failed, so the response can say so (413, 408) instead of a bare 500.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +96,12 @@ impl BodyReader {
         let Some(body) = self.body.as_mut() else { return Ok(Fill::Eof) };
         let deadline = Instant::now() + self.io_timeout;
         loop {
-            let frame = py.detach(|| block_on_until(body.frame(), deadline));
+            // Data hyper already has is taken without releasing the GIL; only a real wait
+            // for the client lets other Python threads run.
+            let frame = match poll_now(|cx| Pin::new(&mut *body).poll_frame(cx)) {
+                Poll::Ready(frame) => Ok(frame),
+                Poll::Pending => py.detach(|| block_on_until(body.frame(), deadline)),
+            };
             match frame {
                 Err(_) => return Err(BodyFailure::TimedOut),
                 Ok(None) => {

@@ -24,6 +24,7 @@ pub mod health;
 pub mod input;
 pub mod limits;
 pub mod listener;
+pub mod pipe;
 pub mod metrics;
 pub mod pool;
 pub mod pyerr;

@@ -1,26 +1,28 @@
-//! The hyper response body: a full buffer or a stream fed by a Python thread.
+//! The hyper response body: a full buffer or a stream fed by a Python thread through a pipe.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::mpsc;
 
-use crate::exchange::{Chunk, ReplyBody, StreamAborted};
-
-/// Chunks already produced by the app are merged into one write up to this size: per-chunk
-/// writes and wake-ups dominate the cost of streamed responses.
-const COALESCE_LIMIT: usize = 256 * 1024;
+use crate::exchange::{ReplyBody, StreamAborted};
+use crate::pipe::{End, Pipe, Taken};
 
 /// Runs when the response body is finished or dropped (client gone), whichever comes first.
 pub trait OnFinish: Send + 'static {
     fn finish(self: Box<Self>, bytes_sent: u64, completed: bool);
 }
 
+enum Source {
+    Full(Bytes),
+    Stream(Arc<Pipe>),
+    Done,
+}
+
 pub struct ResponseBody {
-    first: Option<Bytes>,
-    rest: Option<mpsc::Receiver<Chunk>>,
+    source: Source,
     sent: u64,
     completed: bool,
     on_finish: Option<Box<dyn OnFinish>>,
@@ -28,13 +30,13 @@ pub struct ResponseBody {
 
 impl ResponseBody {
     pub fn new(body: ReplyBody) -> Self {
-        let (first, rest) = match body {
-            ReplyBody::Full(bytes) => (Some(bytes), None),
-            ReplyBody::Stream { first, rest } => (Some(first), Some(rest)),
+        let source = match body {
+            ReplyBody::Full(bytes) if bytes.is_empty() => Source::Done,
+            ReplyBody::Full(bytes) => Source::Full(bytes),
+            ReplyBody::Stream(pipe) => Source::Stream(pipe),
         };
-        let first = first.filter(|b| !b.is_empty());
-        let completed = first.is_none() && rest.is_none();
-        ResponseBody { first, rest, sent: 0, completed, on_finish: None }
+        let completed = matches!(source, Source::Done);
+        ResponseBody { source, sent: 0, completed, on_finish: None }
     }
 
     pub fn full(bytes: Bytes) -> Self {
@@ -46,7 +48,7 @@ impl ResponseBody {
         self
     }
 
-    fn emit(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, StreamAborted>>> {
+    fn data(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, StreamAborted>>> {
         self.sent += bytes.len() as u64;
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
@@ -60,85 +62,55 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, StreamAborted>>> {
-        if let Some(first) = self.first.take() {
-            return self.emit(first);
-        }
-        let Some(rest) = self.rest.as_mut() else {
-            self.completed = true;
-            return Poll::Ready(None);
-        };
-        match rest.poll_recv(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
-                self.rest = None;
+        let taken = match &mut self.source {
+            Source::Done => return Poll::Ready(None),
+            Source::Full(_) => {
+                // Nothing follows a full body; hyper may not poll again once it has it.
+                let Source::Full(bytes) = std::mem::replace(&mut self.source, Source::Done) else {
+                    return Poll::Ready(None);
+                };
                 self.completed = true;
-                Poll::Ready(None)
+                return self.data(bytes);
             }
-            Poll::Ready(Some(Err(aborted))) => {
-                self.rest = None;
-                Poll::Ready(Some(Err(aborted)))
-            }
-            Poll::Ready(Some(Ok(chunk))) => {
-                let mut merged: Option<BytesMut> = None;
-                let mut ended = false;
-                let mut aborted = false;
-                let mut size = chunk.len();
-                while size < COALESCE_LIMIT {
-                    match rest.try_recv() {
-                        Ok(Ok(next)) => {
-                            size += next.len();
-                            merged
-                                .get_or_insert_with(|| {
-                                    let mut buf = BytesMut::with_capacity(size.max(8192));
-                                    buf.extend_from_slice(&chunk);
-                                    buf
-                                })
-                                .extend_from_slice(&next);
-                        }
-                        Ok(Err(_)) => {
-                            aborted = true;
-                            break;
-                        }
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => {
-                            ended = true;
-                            break;
-                        }
-                    }
+            Source::Stream(pipe) => match pipe.poll_take(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(taken) => taken,
+            },
+        };
+        match taken {
+            Taken::Data(bytes) => self.data(bytes),
+            Taken::End(end) => {
+                self.source = Source::Done;
+                if end == End::Complete {
+                    self.completed = true;
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(StreamAborted)))
                 }
-                if aborted {
-                    // What was produced before the failure still goes out; the abort follows
-                    // on the next poll through a channel that yields only the error.
-                    let (tx, rx) = mpsc::channel(1);
-                    tx.try_send(Err(StreamAborted)).ok();
-                    self.rest = Some(rx);
-                } else if ended {
-                    self.rest = None;
-                }
-                let out = merged.map(BytesMut::freeze).unwrap_or(chunk);
-                self.emit(out)
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.rest.is_none()
+        matches!(self.source, Source::Done)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.first, &self.rest) {
-            (Some(first), None) => SizeHint::with_exact(first.len() as u64),
-            (None, None) => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
+        match &self.source {
+            Source::Full(bytes) => SizeHint::with_exact(bytes.len() as u64),
+            Source::Done => SizeHint::with_exact(0),
+            Source::Stream(_) => SizeHint::default(),
         }
     }
 }
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        if let Source::Stream(pipe) = &self.source {
+            pipe.consumer_gone();
+        }
         if let Some(on_finish) = self.on_finish.take() {
-            let completed = self.completed || (self.first.is_none() && self.rest.is_none());
-            on_finish.finish(self.sent, completed);
+            on_finish.finish(self.sent, self.completed);
         }
     }
 }
@@ -157,28 +129,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ready_chunks_are_coalesced_in_order() {
-        let (tx, rx) = mpsc::channel(16);
-        for part in [&b"b"[..], b"c", b"d"] {
-            tx.try_send(Ok(Bytes::copy_from_slice(part))).expect("room");
+    async fn produced_chunks_arrive_coalesced_in_order() {
+        let pipe = Arc::new(Pipe::default());
+        for part in [&b"a"[..], b"b", b"c"] {
+            pipe.push(part).expect("open");
         }
-        drop(tx);
-        let mut body = ResponseBody::new(ReplyBody::Stream { first: Bytes::from_static(b"a"), rest: rx });
-        let first = body.frame().await.expect("frame").expect("ok").into_data().expect("data");
-        assert_eq!(&first[..], b"a");
+        pipe.close(End::Complete);
+        let mut body = ResponseBody::new(ReplyBody::Stream(Arc::clone(&pipe)));
         let merged = body.frame().await.expect("frame").expect("ok").into_data().expect("data");
-        assert_eq!(&merged[..], b"bcd");
+        assert_eq!(&merged[..], b"abc");
         assert!(body.frame().await.is_none());
     }
 
     #[tokio::test]
     async fn abort_after_data_surfaces_as_error() {
-        let (tx, rx) = mpsc::channel(16);
-        tx.try_send(Ok(Bytes::from_static(b"x"))).expect("room");
-        tx.try_send(Err(StreamAborted)).expect("room");
-        let mut body = ResponseBody::new(ReplyBody::Stream { first: Bytes::new(), rest: rx });
+        let pipe = Arc::new(Pipe::default());
+        pipe.push(b"x").expect("open");
+        pipe.close(End::Aborted);
+        let mut body = ResponseBody::new(ReplyBody::Stream(Arc::clone(&pipe)));
         let data = body.frame().await.expect("frame").expect("ok").into_data().expect("data");
         assert_eq!(&data[..], b"x");
         assert!(body.frame().await.expect("frame").is_err());
+    }
+
+    #[tokio::test]
+    async fn dropping_an_unfinished_body_releases_the_producer() {
+        let pipe = Arc::new(Pipe::default());
+        pipe.push(b"x").expect("open");
+        let mut body = ResponseBody::new(ReplyBody::Stream(Arc::clone(&pipe)));
+        body.frame().await.expect("frame").expect("ok");
+        drop(body);
+        assert!(pipe.push(b"y").is_err());
     }
 }

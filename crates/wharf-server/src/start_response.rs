@@ -3,7 +3,7 @@
 //! The head is held back until the first non-empty body chunk (or the end of the response),
 //! so an app may still replace it with `exc_info` until then, as PEP 3333 requires.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,15 +11,12 @@ use http::StatusCode;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::blocking::block_on_until;
-use crate::exchange::{Chunk, Reply, ReplyBody, StreamAborted};
+use crate::exchange::{Reply, ReplyBody};
+use crate::pipe::{End, Pipe};
 use crate::response_head::Head;
-
-/// Chunks a streaming response may have in flight between the app and the socket; past that
-/// the app's thread waits (without the GIL) for the client to take them.
-const STREAM_CAPACITY: usize = 32;
 
 /// The client went away (or stalled past the I/O timeout); stop producing the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +24,7 @@ pub struct ClientGone;
 
 pub struct Responder {
     reply: Option<oneshot::Sender<Reply>>,
-    stream: Option<mpsc::Sender<Chunk>>,
+    stream: Option<Arc<Pipe>>,
     declared: Option<Head>,
     head_sent: bool,
     io_timeout: Duration,
@@ -99,29 +96,49 @@ impl Responder {
         self.send_head(head, ReplyBody::Full(Bytes::from(format!("{message}\n"))))
     }
 
-    /// Sends one body chunk, sending the head first if needed. Empty chunks are skipped.
-    pub fn send_chunk(&mut self, py: Python<'_>, chunk: Bytes) -> Result<(), ClientGone> {
+    /// The stream to append body chunks to, sending the head first if needed.
+    fn stream(&mut self) -> Result<Arc<Pipe>, ClientGone> {
+        if let Some(pipe) = &self.stream {
+            return Ok(Arc::clone(pipe));
+        }
+        let head = self.declared.take().ok_or(ClientGone)?;
+        let pipe = Arc::new(Pipe::default());
+        self.stream = Some(Arc::clone(&pipe));
+        self.send_head(head, ReplyBody::Stream(Arc::clone(&pipe)))?;
+        Ok(pipe)
+    }
+
+    /// Waits (without the GIL) while the client has a full buffer's worth still to read.
+    fn wait_for_room(&self, py: Python<'_>, pipe: &Pipe) -> Result<(), ClientGone> {
+        if !pipe.is_full() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.io_timeout;
+        match py.detach(|| block_on_until(pipe.wait_for_room(), deadline)) {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(ClientGone),
+        }
+    }
+
+    /// Sends one body chunk (copied), sending the head first if needed. Empty chunks are
+    /// skipped: the head waits for the first non-empty one.
+    pub fn send_chunk(&mut self, py: Python<'_>, chunk: &[u8]) -> Result<(), ClientGone> {
         if chunk.is_empty() {
             return Ok(());
         }
-        if !self.head_sent {
-            let head = self.declared.take().ok_or(ClientGone)?;
-            let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
-            self.stream = Some(tx);
-            return self.send_head(head, ReplyBody::Stream { first: chunk, rest: rx });
+        let pipe = self.stream()?;
+        self.wait_for_room(py, &pipe)?;
+        pipe.push(chunk).map_err(|_| ClientGone)
+    }
+
+    /// Like `send_chunk` for a chunk the server owns already (no copy).
+    pub fn send_owned(&mut self, py: Python<'_>, chunk: Bytes) -> Result<(), ClientGone> {
+        if chunk.is_empty() {
+            return Ok(());
         }
-        let tx = self.stream.as_ref().ok_or(ClientGone)?;
-        match tx.try_send(Ok(chunk)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(ClientGone),
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                let deadline = Instant::now() + self.io_timeout;
-                match py.detach(|| block_on_until(tx.send(item), deadline)) {
-                    Ok(Ok(())) => Ok(()),
-                    _ => Err(ClientGone),
-                }
-            }
-        }
+        let pipe = self.stream()?;
+        self.wait_for_room(py, &pipe)?;
+        pipe.push_bytes(chunk).map_err(|_| ClientGone)
     }
 
     /// Ends the response: sends the head with an empty body if nothing was sent yet.
@@ -129,14 +146,16 @@ impl Responder {
         if !self.head_sent {
             return self.send_full(Bytes::new());
         }
-        self.stream = None;
+        if let Some(pipe) = self.stream.take() {
+            pipe.close(End::Complete);
+        }
         Ok(())
     }
 
     /// The response cannot be completed; make the connection end without a clean terminator.
     pub fn abort(&mut self) {
-        if let Some(tx) = self.stream.take() {
-            tx.try_send(Err(StreamAborted)).ok();
+        if let Some(pipe) = self.stream.take() {
+            pipe.close(End::Aborted);
         }
     }
 }
@@ -220,12 +239,11 @@ impl StartResponse {
         let data = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err(format!("write() needs bytes, not {}", data.get_type())))?;
-        let chunk = Bytes::copy_from_slice(data.as_bytes());
         let sent = self.with(|r| {
             if !r.has_head() && !r.head_sent() {
                 return Err(PyRuntimeError::new_err("write() called before start_response()"));
             }
-            r.send_chunk(py, chunk)
+            r.send_chunk(py, data.as_bytes())
                 .map_err(|_| pyo3::exceptions::PyConnectionResetError::new_err("client disconnected"))
         })?;
         sent
