@@ -126,7 +126,7 @@ def install_wharf(interpreter: Path, source: str, dist_dir: Path) -> str:
     wheel (installed into the venv), or a path to an existing `wharf` executable (used as is).
     """
     venv_wharf = interpreter.parent / "wharf"
-    if source not in ("build",) and not source.endswith(".whl"):
+    if source != "build" and not source.endswith(".whl"):
         executable = Path(source)
         if not (executable.is_file() and os.access(executable, os.X_OK)):
             raise SetupError(f"--wharf {source}: not an executable file")

@@ -56,14 +56,15 @@ def render(out_dir: Path) -> str:
                "`E` = socket errors or non-2xx in some rep, `~` = req/s spread over reps "
                f"> {NOISY:.0%}.\n")
     for app in apps:
+        app_concs = sorted({c for (a, _, c) in cells if a == app})
         out.append(f"#### {app}\n")
-        out.append("| server | " + " | ".join(f"c={c}" for c in concs) + " |")
-        out.append("|---|" + "---|" * len(concs))
+        out.append("| server | " + " | ".join(f"c={c}" for c in app_concs) + " |")
+        out.append("|---|" + "---|" * len(app_concs))
         for server in servers:
-            if not any((app, server, c) in cells for c in concs):
+            if not any((app, server, c) in cells for c in app_concs):
                 continue
             columns = []
-            for c in concs:
+            for c in app_concs:
                 cell = cells.get((app, server, c))
                 if cell is None:
                     columns.append("–")
@@ -111,16 +112,23 @@ def render(out_dir: Path) -> str:
             anomalies.append(f"errors: {row.app} / {row.server} c={row.conc} rep {row.rep}: "
                              f"{row.socket_errors} socket errors ({row.socket_errors_detail or '-'}), "
                              f"{row.non2xx} non-2xx, of {row.requests} requests")
-    for (app, server, c), cell in sorted(cells.items()):
-        if cell.spread > NOISY:
-            reps = ", ".join(f"{r.rps:,.0f}" for r in rows if (r.app, r.server, r.conc) == (app, server, c))
-            anomalies.append(f"noisy: {app} / {server} c={c}: req/s over reps = {reps} "
-                             f"(spread {cell.spread:.0%})")
-    for (app, server, c), cell in sorted(cells.items()):
-        if max(cell.other_on_server_cpu_pct, cell.other_on_client_cpu_pct) > OTHER_LOAD:
-            anomalies.append(f"shared CPU: {app} / {server} c={c}: other processes took "
-                             f"{cell.other_on_server_cpu_pct:.0f}% of the server CPU and "
-                             f"{cell.other_on_client_cpu_pct:.0f}% of the wrk CPU (median over reps)")
+    for app in apps:
+        for c in concs:
+            noisy = [(server, cells[(app, server, c)]) for server in servers
+                     if (app, server, c) in cells and cells[(app, server, c)].spread > NOISY]
+            if noisy:
+                anomalies.append(f"noisy, {app} c={c} (req/s of each rep): " + "; ".join(
+                    f"{server} " + " / ".join(f"{r.rps:,.0f}" for r in rows
+                                              if (r.app, r.server, r.conc) == (app, server, c))
+                    for server, _ in noisy))
+            shared = [(server, cells[(app, server, c)]) for server in servers
+                      if (app, server, c) in cells and max(cells[(app, server, c)].other_on_server_cpu_pct,
+                                                           cells[(app, server, c)].other_on_client_cpu_pct) > OTHER_LOAD]
+            if shared:
+                anomalies.append(f"shared CPU, {app} c={c} (% of the server CPU / wrk CPU used by other "
+                                 "processes, median over reps): " + "; ".join(
+                                     f"{server} {cell.other_on_server_cpu_pct:.0f}/{cell.other_on_client_cpu_pct:.0f}"
+                                     for server, cell in shared))
     for item in meta.get("affinity", []):
         if set(item["cpus"]) != {str(meta.get("server_cpu"))}:
             anomalies.append(f"pinning: {item['app']} / {item['server']} threads allowed on {item['cpus']}")

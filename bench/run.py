@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -134,9 +135,10 @@ class Run:
     def start(self, name: str, app: str) -> tuple[ServerProcess, int] | None:
         workload = WORKLOADS[app]
         port = free_port()
+        quote = shlex.quote
         command = SERVERS[name].command_for(app).format(
-            port=port, app=workload.spec, apps=APPS_DIR, bin=self.bin_dir, wharf=self.wharf,
-            threads=self.args.threads, runners=HERE / "runners")
+            port=port, app=workload.spec, apps=quote(str(APPS_DIR)), bin=quote(str(self.bin_dir)),
+            wharf=quote(self.wharf), threads=self.args.threads, runners=quote(str(HERE / "runners")))
         (self.out / "logs" / f"{app}.{name}.cmd").write_text(command + "\n")
         server = ServerProcess(command, APPS_DIR, self.args.server_cpu, self.out / "logs" / f"{app}.{name}.log",
                                env=server_env())
