@@ -62,6 +62,8 @@ pub struct AccessRecord {
     pub user_agent: Option<String>,
     pub started: Instant,
     pub started_wall: SystemTime,
+    /// The request's trace id, when tracing is on.
+    pub trace_id: Option<String>,
 }
 
 impl OnFinish for AccessRecord {
@@ -120,6 +122,7 @@ impl AccessRecord {
             "referer": self.referer,
             "user_agent": self.user_agent,
             "completed": completed,
+            "trace_id": self.trace_id,
         })
         .to_string()
     }

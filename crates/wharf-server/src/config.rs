@@ -79,6 +79,10 @@ pub struct Config {
     #[arg(long, env = "WHARF_ACCESS_LOG_FORMAT", value_enum, default_value_t = AccessLogFormat::Combined)]
     pub access_log_format: AccessLogFormat,
 
+    /// Record the query string (`url.query`) on request trace spans (it may hold secrets).
+    #[arg(long, env = "WHARF_TRACE_QUERY")]
+    pub trace_query: bool,
+
     /// Longest accepted request line (method, target and version), in bytes; longer gets 414.
     #[arg(long, env = "WHARF_LIMIT_REQUEST_LINE", default_value_t = 8190, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub limit_request_line: u32,

@@ -2,6 +2,7 @@
 //! thread, a [`Reply`] (status, headers and how the body will arrive) comes back.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,6 +25,17 @@ pub struct Job {
     /// With `--timeout`: handed to the watchdog while the app runs; firing it answers 504.
     pub expire: Option<oneshot::Sender<()>>,
     pub enqueued: Instant,
+    /// With tracing on: the request span as the app must see it.
+    pub trace: Option<JobTrace>,
+}
+
+pub struct JobTrace {
+    /// W3C traceparent of wharf's span for this request.
+    pub traceparent: String,
+    /// The traceparent header the client sent, if any.
+    pub incoming: Option<String>,
+    /// Queue wait in ns + 1, set when a Python thread takes the job (0: not taken).
+    pub acquired: Arc<AtomicU64>,
 }
 
 /// The response cannot be completed (the app failed after the head was sent); hyper aborts

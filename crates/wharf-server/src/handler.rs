@@ -6,11 +6,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::environ::{EnvironTemplate, HeaderKeyCache};
-use crate::exchange::Job;
+use crate::exchange::{Job, JobTrace};
 use crate::file_wrapper::{FileSource, FileWrapper};
 use crate::input::{BodyFailure, WsgiInput};
 use crate::listener::Peer;
@@ -46,7 +47,10 @@ impl From<ClientGone> for Failure {
 }
 
 pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job: Job) {
-    let Job { parts, body, peer, reply, expire: _, enqueued: _ } = job;
+    let Job { parts, body, peer, reply, expire: _, enqueued, trace } = job;
+    if let Some(trace) = &trace {
+        trace.acquired.store(enqueued.elapsed().as_nanos() as u64 + 1, std::sync::atomic::Ordering::Relaxed);
+    }
     let objects = Bound::new(py, StartResponse::new(Responder::new(reply, ctx.io_timeout))).and_then(|sr| {
         let input = Bound::new(py, WsgiInput::new(body, ctx.limit_request_body, ctx.io_timeout))?;
         Ok((sr, input))
@@ -58,7 +62,7 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job:
             return;
         }
     };
-    match serve(py, ctx, cache, &parts, &peer, &input, &start_response) {
+    match serve(py, ctx, cache, &parts, &peer, &input, &start_response, trace.as_ref()) {
         Ok(()) => {}
         Err(Failure::ClientGone) => {
             tracing::debug!(method = %parts.method, path = parts.uri.path(), "client went away before the response was complete");
@@ -85,8 +89,19 @@ fn serve(
     peer: &Peer,
     input: &Bound<'_, WsgiInput>,
     start_response: &Bound<'_, StartResponse>,
+    trace: Option<&JobTrace>,
 ) -> Result<(), Failure> {
     let environ = ctx.environ.build(py, cache, parts, peer, input.clone().into_any())?;
+    if let Some(trace) = trace {
+        // The app's own instrumentation (e.g. opentelemetry-instrumentation-wsgi) reads the
+        // incoming context from HTTP_TRACEPARENT: pointing it at wharf's span makes the app's
+        // spans children of it.
+        environ.set_item(intern!(py, "wharf.traceparent"), &trace.traceparent)?;
+        environ.set_item(intern!(py, "HTTP_TRACEPARENT"), &trace.traceparent)?;
+        if let Some(incoming) = &trace.incoming {
+            environ.set_item(intern!(py, "wharf.incoming_traceparent"), incoming)?;
+        }
+    }
     let result = ctx.app.bind(py).call1((environ, start_response))?;
     let sent = send_result(py, start_response.get(), &result, parts.method == Method::HEAD);
     // PEP 3333: close() is called exactly once, whatever happened while iterating.

@@ -26,6 +26,7 @@ pub mod limits;
 pub mod listener;
 pub mod pipe;
 pub mod metrics;
+pub mod otel;
 pub mod pool;
 pub mod pyerr;
 pub mod queue;

@@ -413,7 +413,7 @@ enum Executor {
 impl Executor {
     fn block_on<F: Future>(&self, future: F) -> F::Output {
         match self {
-            Executor::Plain => futures_executor::block_on(future),
+            Executor::Plain => crate::blocking::block_on(future),
             Executor::Tokio(runtime) => runtime.block_on(future),
         }
     }

@@ -13,10 +13,11 @@ use tokio::sync::oneshot;
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::control::{ControlClient, RecycleReason, WorkerMessage};
-use crate::exchange::{Job, Reply};
+use crate::exchange::{Job, JobTrace, Reply};
 use crate::limits::{self, Limits};
 use crate::listener::Peer;
 use crate::metrics::{self, Rejection, WorkerMetrics};
+use crate::otel::{RequestSpan, Tracing};
 use crate::queue::{JobQueue, PushError};
 use crate::response_body::{OnFinish, ResponseBody};
 
@@ -34,6 +35,9 @@ pub struct Shared {
     pub recycle_after: Option<u64>,
     pub control: Option<ControlClient>,
     pub metrics: Arc<WorkerMetrics>,
+    pub tracing: Option<Arc<Tracing>>,
+    /// `--trace-query`: record `url.query` on spans.
+    pub trace_query: bool,
 }
 
 impl Shared {
@@ -129,10 +133,19 @@ struct Finish {
     status: u16,
     started: Instant,
     record: Option<AccessRecord>,
+    /// The request's trace span and the queue wait the Python thread reports for it.
+    span: Option<(RequestSpan, Arc<AtomicU64>)>,
 }
 
 impl OnFinish for Finish {
     fn finish(self: Box<Self>, bytes_sent: u64, completed: bool) {
+        if let Some((mut span, acquired)) = self.span {
+            let waited = acquired.load(Ordering::Relaxed);
+            if waited > 0 {
+                span.queued(std::time::Duration::from_nanos(waited - 1));
+            }
+            span.finish(self.status, bytes_sent, completed);
+        }
         let metrics = &self.in_flight.0.shared.metrics;
         metrics.request_finished(self.method, self.status, self.started.elapsed(), bytes_sent);
         if let Some(record) = self.record {
@@ -175,6 +188,15 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
     let shared = &conn.shared;
     shared.count_request();
     let (parts, body) = req.into_parts();
+    let span = shared
+        .tracing
+        .as_ref()
+        .map(|t| t.start(&parts, "http", conn.peer.remote, conn.peer.local, shared.trace_query));
+    let trace = span.as_ref().map(|span| JobTrace {
+        traceparent: span.traceparent(),
+        incoming: parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        acquired: Arc::new(AtomicU64::new(0)),
+    });
     let record = shared.access_log.as_ref().map(|log| AccessRecord {
         log: log.clone(),
         remote: conn.peer.remote,
@@ -186,6 +208,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
         user_agent: header_string(&parts, header::USER_AGENT),
         started: Instant::now(),
         started_wall: SystemTime::now(),
+        trace_id: trace.as_ref().and_then(|t| t.traceparent.split('-').nth(1)).map(str::to_owned),
     });
     let finish = Finish {
         in_flight: InFlight::enter(&conn),
@@ -193,6 +216,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
         status: 0,
         started: Instant::now(),
         record,
+        span: span.zip(trace.as_ref().map(|t| Arc::clone(&t.acquired))),
     };
 
     if let Err(rejection) = limits::check(&parts, &shared.limits) {
@@ -212,7 +236,8 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
     } else {
         (None, None)
     };
-    let job = Job { parts, body, peer: Arc::clone(&conn.peer), reply: reply_tx, expire, enqueued: Instant::now() };
+    let job =
+        Job { parts, body, peer: Arc::clone(&conn.peer), reply: reply_tx, expire, enqueued: Instant::now(), trace };
     match shared.queue.push(job) {
         Ok(()) => {}
         Err(PushError::Full(_)) => {

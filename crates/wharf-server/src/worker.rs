@@ -31,6 +31,7 @@ use crate::health::Health;
 use crate::limits::Limits;
 use crate::listener::Listener;
 use crate::metrics::WorkerMetrics;
+use crate::otel::Tracing;
 use crate::pool::Pool;
 use crate::scrape::Scraper;
 use crate::server::{Drained, Server, Timeouts};
@@ -180,6 +181,9 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
     };
     let graceful = config.graceful_timeout;
     let queue = pool.queue();
+    let otel = Tracing::from_env("wharf")
+        .map_err(|err| StartError::InvalidConfig(format!("OpenTelemetry configuration: {err}")))?
+        .map(Arc::new);
 
     let drained = py.detach(|| {
         runtime.block_on(async {
@@ -187,8 +191,8 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
             forward_stop_signals(stop_tx.clone()).map_err(StartError::Runtime)?;
             let served = Arc::new(AtomicU64::new(0));
             let snapshot = {
-                let (metrics, queue) = (Arc::clone(&metrics), Arc::clone(&queue));
-                move || metrics.snapshot(queue.load(), 0)
+                let (metrics, queue, otel) = (Arc::clone(&metrics), Arc::clone(&queue), otel.clone());
+                move || metrics.snapshot(queue.load(), otel.as_ref().map_or(0, |t| t.dropped()))
             };
             let control = {
                 let served = Arc::clone(&served);
@@ -214,6 +218,8 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
                 recycle_after: recycle_after(config),
                 control: Some(control),
                 metrics: Arc::clone(&metrics),
+                tracing: otel.clone(),
+                trace_query: config.trace_query,
             });
             if let Some(dog) = watchdog {
                 let period = (dog.timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -241,6 +247,10 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
             }
             tracing::info!(worker = handoff.worker_id, pid = std::process::id(), app = %config.app, "worker serving");
             let drained = server.run(listeners, stop_rx, graceful).await;
+            if let Some(otel) = &otel {
+                // Bounded (a few seconds) even when the collector hangs.
+                otel.shutdown();
+            }
             if let Some(control) = &shared.control {
                 control.final_report(snapshot()).await;
             }
