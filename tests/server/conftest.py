@@ -179,6 +179,13 @@ def raw_request(server: WharfProcess, data: bytes, timeout: float = 10.0) -> byt
         return recv_until_closed(sock)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now (for listeners a test names itself)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
     """Polls `predicate` until it returns a truthy value; fails the test on timeout."""
     deadline = time.monotonic() + timeout

@@ -1,12 +1,11 @@
 """Public behaviour is documented: every CLI flag and every metric appears in README.md."""
 
 import re
-import socket
 from pathlib import Path
 
 import requests
 
-from conftest import wharf_command
+from conftest import free_port, wharf_command
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -22,9 +21,7 @@ def test_every_flag_is_documented():
 
 
 def test_every_metric_is_documented(wharf):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        admin = s.getsockname()[1]
+    admin = free_port()
     wharf("lifecycle_app:app", "--admin-bind", f"127.0.0.1:{admin}")
     text = requests.get(f"http://127.0.0.1:{admin}/metrics", timeout=10).text
     families = set(re.findall(r"^# TYPE (\w+) ", text, re.M))

@@ -13,13 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import APPS_DIR, WharfProcess, read_response, wait_for
+from conftest import free_port, APPS_DIR, WharfProcess, read_response, wait_for
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Load:

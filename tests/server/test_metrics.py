@@ -8,13 +8,8 @@ import socket
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import read_response, wait_for
+from conftest import free_port, read_response, wait_for
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(admin: int) -> dict:

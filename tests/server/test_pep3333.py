@@ -7,11 +7,15 @@ import json
 import os
 import random
 import socket
+import sys
 
 import pytest
 import requests
 
-from conftest import read_response, recv_until_closed, wait_for
+from conftest import APPS_DIR, read_response, recv_until_closed, wait_for
+
+sys.path.insert(0, str(APPS_DIR))
+import pep_apps  # noqa: E402  (the app module itself holds the operation runner)
 
 
 def env_of(server, path="/", **kwargs):
@@ -158,22 +162,8 @@ def test_environ_does_not_leak_os_environment(wharf):
 
 
 def reference_ops(data: bytes, ops: list[str]) -> list[bytes]:
-    stream = io.BytesIO(data)
-    out = []
-    for op in ops:
-        name, _, arg = op.partition(":")
-        n = int(arg) if arg else None
-        if name == "read":
-            out.append(stream.read() if n is None else stream.read(n))
-        elif name == "readline":
-            out.append(stream.readline() if n is None else stream.readline(n))
-        elif name == "readlines":
-            out.extend(stream.readlines() if n is None else stream.readlines(n))
-        elif name == "iter":
-            out.extend(list(stream))
-        elif name == "next":
-            out.append(next(iter(stream), b""))
-    return out
+    """What the same operations give on an io.BytesIO: the behaviour wsgi.input must match."""
+    return pep_apps.run_ops(io.BytesIO(data), ops)
 
 
 def run_ops(server, data: bytes, ops: list[str], chunked: bool):

@@ -13,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import wharf_command, wait_for
+from conftest import free_port, wait_for, wharf_command
 from otlp_receiver import OtlpReceiver
 
 INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -62,11 +62,6 @@ def wharf_span(receiver: OtlpReceiver, path: str, **attributes) -> object:
     assert len(spans) == 1, spans
     return spans[0]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_server_span_has_the_http_semantic_convention_attributes(wharf, receiver):

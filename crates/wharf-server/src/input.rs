@@ -130,26 +130,9 @@ impl BodyReader {
         }
     }
 
-    /// Up to `size` bytes (all remaining when `None`).
-    fn read(&mut self, py: Python<'_>, size: Option<usize>) -> Result<Vec<u8>, BodyFailure> {
-        let mut out = Vec::new();
-        loop {
-            let want = size.map_or(usize::MAX, |s| s - out.len());
-            if want == 0 {
-                return Ok(out);
-            }
-            if self.pending.is_empty() {
-                if let Fill::Eof = self.fill(py)? {
-                    return Ok(out);
-                }
-            }
-            let take = want.min(self.pending.len());
-            out.extend_from_slice(&self.pending.split_to(take));
-        }
-    }
-
-    /// Up to and including the next `\n`, at most `size` bytes.
-    fn readline(&mut self, py: Python<'_>, size: Option<usize>) -> Result<Vec<u8>, BodyFailure> {
+    /// Up to `size` bytes (all remaining when `None`), stopping after the first `\n` when
+    /// `line` is set.
+    fn read_until(&mut self, py: Python<'_>, size: Option<usize>, line: bool) -> Result<Vec<u8>, BodyFailure> {
         let mut out = Vec::new();
         loop {
             let want = size.map_or(usize::MAX, |s| s - out.len());
@@ -162,7 +145,8 @@ impl BodyReader {
                 }
             }
             let window = want.min(self.pending.len());
-            match self.pending[..window].iter().position(|&b| b == b'\n') {
+            let newline = if line { self.pending[..window].iter().position(|&b| b == b'\n') } else { None };
+            match newline {
                 Some(pos) => {
                     out.extend_from_slice(&self.pending.split_to(pos + 1));
                     return Ok(out);
@@ -182,13 +166,13 @@ fn size_arg(size: Option<isize>) -> Option<usize> {
 impl WsgiInput {
     #[pyo3(signature = (size = None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.with_reader(|r| r.read(py, size_arg(size)))?;
+        let data = self.with_reader(|r| r.read_until(py, size_arg(size), false))?;
         Ok(PyBytes::new(py, &data))
     }
 
     #[pyo3(signature = (size = None))]
     fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.with_reader(|r| r.readline(py, size_arg(size)))?;
+        let data = self.with_reader(|r| r.read_until(py, size_arg(size), true))?;
         Ok(PyBytes::new(py, &data))
     }
 
@@ -199,7 +183,7 @@ impl WsgiInput {
         let lines = PyList::empty(py);
         let mut total = 0;
         loop {
-            let line = self.with_reader(|r| r.readline(py, None))?;
+            let line = self.with_reader(|r| r.read_until(py, None, true))?;
             if line.is_empty() {
                 return Ok(lines);
             }
@@ -216,7 +200,7 @@ impl WsgiInput {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let line = self.with_reader(|r| r.readline(py, None))?;
+        let line = self.with_reader(|r| r.read_until(py, None, true))?;
         if line.is_empty() {
             return Err(PyStopIteration::new_err(()));
         }

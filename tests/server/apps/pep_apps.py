@@ -47,7 +47,8 @@ def environ_app(environ, start_response):
     return _json(start_response, out)
 
 
-def _run_ops(stream, ops):
+def run_ops(stream, ops):
+    """Applies read operations like `read:3` or `readline` to a stream; the results in order."""
     results = []
     for op in ops:
         name, _, arg = op.partition(":")
@@ -72,7 +73,7 @@ def input_app(environ, start_response):
     to wsgi.input and to a BytesIO of the same data; answers both result lists."""
     query = environ.get("QUERY_STRING", "")
     ops = [o for o in dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("ops", "read").split(",") if o]
-    got = _run_ops(environ["wsgi.input"], ops)
+    got = run_ops(environ["wsgi.input"], ops)
     data = b"".join(got)
     return _json(start_response, {"got": [base64.b64encode(x).decode() for x in got], "total": len(data)})
 
