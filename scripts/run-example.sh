@@ -4,7 +4,7 @@
 # (e.g. ./scripts/run-example.sh --workers 2 --access-log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=scripts/common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . scripts/common.sh
 
 ensure_system_packages

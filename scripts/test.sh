@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-# shellcheck source=scripts/common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . scripts/common.sh
 
 ensure_system_packages
