@@ -224,3 +224,28 @@ def test_forwarded_headers_trusted_only_from_allowed_peers(wharf):
     strict = wharf("lifecycle_app:app", "--forwarded-allow-ips", "10.0.0.0/8")
     text = requests.get(strict.url + "/remote", headers=spoofed, timeout=5).text
     assert text == f"127.0.0.1|http|127.0.0.1:{strict.port}|127.0.0.1"
+
+
+def test_ctrl_c_to_the_whole_process_group_drains_cleanly(tmp_path):
+    """A terminal sends SIGINT to every process of the group: only the supervisor acts."""
+    import subprocess
+
+    from conftest import wharf_command
+
+    log = tmp_path / "log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [*wharf_command(), "--bind", "127.0.0.1:0", "--workers", "2", "--chdir", str(APPS_DIR), "lifecycle_app:app"],
+            stderr=err,
+            start_new_session=True,
+        )
+        try:
+            wait_for(lambda: log.read_text().count("worker ready") >= 2, timeout=20)
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert text.count("worker drained, exiting") == 2, text
+    assert "KeyboardInterrupt" not in text and "second stop signal" not in text

@@ -172,9 +172,6 @@ impl Supervisor {
         let inherit: Vec<RawFd> = handoff.sockets.iter().map(|&(_, fd)| fd).chain([handoff.control]).collect();
         let mut cmd = std::process::Command::new(&self.command.python);
         cmd.arg("-m").arg("wharf").args(&self.command.args).env(HANDOFF_ENV, handoff.encode());
-        // Own process group: a terminal's Ctrl-C reaches only the supervisor, which then
-        // drains the workers in order instead of every process reacting at once.
-        cmd.process_group(0);
         // SAFETY: the closure only calls fcntl (async-signal-safe) on descriptor numbers
         // captured before fork; it allocates nothing.
         unsafe {

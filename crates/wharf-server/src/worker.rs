@@ -62,7 +62,7 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("wharf: error: {message}");
         return 2;
     }
-    restore_default_signals(py);
+    take_over_sigint(py, handoff.is_some());
     let result = match handoff {
         Some(handoff) => serve_worker(py, &config, handoff),
         None => supervise(py, &config, argv.into_iter().skip(1).collect()),
@@ -280,18 +280,12 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
     Ok(code)
 }
 
-/// SIGTERM and SIGINT start the drain; a second one ends it.
+/// SIGTERM (from the supervisor) starts the drain; a second one ends it.
 fn forward_stop_signals(tx: mpsc::Sender<&'static str>) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
-        loop {
-            let name = tokio::select! {
-                Some(()) = term.recv() => "SIGTERM",
-                Some(()) = int.recv() => "SIGINT",
-                else => return,
-            };
-            if tx.send(name).await.is_err() {
+        while term.recv().await.is_some() {
+            if tx.send("SIGTERM").await.is_err() {
                 return;
             }
         }
@@ -300,11 +294,13 @@ fn forward_stop_signals(tx: mpsc::Sender<&'static str>) -> std::io::Result<()> {
 }
 
 /// Python turns SIGINT into KeyboardInterrupt in the main thread, which would surface as a
-/// traceback after a clean drain; wharf handles SIGINT itself.
-fn restore_default_signals(py: Python<'_>) {
+/// traceback after a clean drain: the supervisor handles SIGINT itself (its handler replaces
+/// the default one), and workers ignore it. A terminal's Ctrl-C reaches the whole process
+/// group; only the supervisor acts on it, draining the workers in order with SIGTERM.
+fn take_over_sigint(py: Python<'_>, worker: bool) {
     let reset = py.import("signal").and_then(|signal| {
-        let default = signal.getattr("SIG_DFL")?;
-        signal.call_method1("signal", (signal.getattr("SIGINT")?, default))?;
+        let action = signal.getattr(if worker { "SIG_IGN" } else { "SIG_DFL" })?;
+        signal.call_method1("signal", (signal.getattr("SIGINT")?, action))?;
         Ok(())
     });
     if let Err(err) = reset {
