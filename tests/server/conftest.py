@@ -179,6 +179,16 @@ def raw_request(server: WharfProcess, data: bytes, timeout: float = 10.0) -> byt
         return recv_until_closed(sock)
 
 
+def send_blocked_requests(server: WharfProcess, gate: Path, count: int) -> list[socket.socket]:
+    """Opens `count` connections, each sending a request lifecycle_app holds until `gate` exists."""
+    socks = []
+    for _ in range(count):
+        sock = server.connect(timeout=30)
+        sock.sendall(f"GET /block?gate={gate} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        socks.append(sock)
+    return socks
+
+
 def free_port() -> int:
     """A loopback port nothing listens on right now (for listeners a test names itself)."""
     with socket.socket() as s:

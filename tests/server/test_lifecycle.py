@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import free_port, APPS_DIR, WharfProcess, read_response, wait_for
+from conftest import free_port, send_blocked_requests, APPS_DIR, WharfProcess, read_response, wait_for
 
 
 
@@ -175,12 +175,8 @@ def test_probes_answer_while_all_threads_are_busy(wharf, tmp_path):
     admin = free_port()
     server = wharf("lifecycle_app:app", "--threads", "2", "--queue-size", "2", "--admin-bind", f"127.0.0.1:{admin}")
     gate = tmp_path / "gate"
-    socks = []
+    socks = send_blocked_requests(server, gate, 6)
     try:
-        for _ in range(6):
-            s = server.connect(timeout=30)
-            s.sendall(f"GET /block?gate={gate} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
-            socks.append(s)
         for path in ("/livez", "/readyz"):
             t0 = time.monotonic()
             resp = requests.get(f"http://127.0.0.1:{admin}{path}", timeout=5)
