@@ -31,6 +31,7 @@ pub mod pool;
 pub mod pyerr;
 pub mod queue;
 pub mod reload;
+pub mod sched;
 pub mod scrape;
 pub mod response_body;
 pub mod response_head;

@@ -33,6 +33,7 @@ use crate::listener::Listener;
 use crate::metrics::WorkerMetrics;
 use crate::otel::Tracing;
 use crate::pool::Pool;
+use crate::sched;
 use crate::scrape::Scraper;
 use crate::server::{Drained, Server, Timeouts};
 use crate::service::Shared;
@@ -203,6 +204,7 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
         .map(Arc::new);
 
     let drained = py.detach(|| {
+        sched::batch_wakeups();
         runtime.block_on(async {
             let (stop_tx, stop_rx) = mpsc::channel(4);
             forward_stop_signals(stop_tx.clone()).map_err(StartError::Runtime)?;
