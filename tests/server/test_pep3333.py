@@ -245,6 +245,25 @@ def test_first_chunk_arrives_before_generator_finishes(wharf, tmp_path):
     assert b"second chunk" in received
 
 
+def test_a_complete_body_is_answered_before_the_iterable_ends(wharf, tmp_path):
+    """The first chunk carries the whole declared body: the client has the complete response
+    while the generator is still parked, and bytes beyond Content-Length never reach it."""
+    server = wharf("pep_apps:sized_gate_app")
+    gate = tmp_path / "gate"
+    with server.connect(timeout=15) as sock:
+        sock.sendall(f"GET /?gate={gate} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        status, headers, body, buf = read_response(sock)
+        assert (status, headers["content-length"], body) == (200, ["11"], b"whole body\n")
+        assert "transfer-encoding" not in headers
+        gate.touch()
+        wait_for(lambda: "more body than its Content-Length" in server.log())
+        # The connection stays in step: the excess was not written into it.
+        sock.sendall(f"GET /?gate={gate} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        status, _, body, buf = read_response(sock, buf)
+        assert (status, body) == (200, b"whole body\n")
+        assert not buf
+
+
 def state(server):
     return requests.get(server.url + "/_state", timeout=10).json()
 

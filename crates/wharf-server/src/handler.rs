@@ -16,12 +16,14 @@ use crate::file_wrapper::{FileSource, FileWrapper};
 use crate::input::{BodyFailure, WsgiInput};
 use crate::listener::Peer;
 use crate::metrics::{Rejection, WorkerMetrics};
+use crate::outbox::Outbox;
 use crate::pyerr;
 use crate::start_response::{ClientGone, Responder, StartResponse};
 
 /// Everything a Python thread needs to serve requests.
 pub struct AppContext {
     pub app: Py<PyAny>,
+    pub outbox: Arc<Outbox>,
     pub environ: EnvironTemplate,
     pub limit_request_body: u64,
     pub io_timeout: Duration,
@@ -51,10 +53,11 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job:
     if let Some(trace) = &trace {
         trace.acquired.store(enqueued.elapsed().as_nanos() as u64 + 1, std::sync::atomic::Ordering::Relaxed);
     }
-    let objects = Bound::new(py, StartResponse::new(Responder::new(reply, ctx.io_timeout))).and_then(|sr| {
-        let input = Bound::new(py, WsgiInput::new(body, ctx.limit_request_body, ctx.io_timeout))?;
-        Ok((sr, input))
-    });
+    let objects = Bound::new(py, StartResponse::new(Responder::new(reply, Arc::clone(&ctx.outbox), ctx.io_timeout)))
+        .and_then(|sr| {
+            let input = Bound::new(py, WsgiInput::new(body, ctx.limit_request_body, ctx.io_timeout))?;
+            Ok((sr, input))
+        });
     let (start_response, input) = match objects {
         Ok(objects) => objects,
         Err(err) => {
@@ -130,10 +133,7 @@ fn require_head(sr: &StartResponse) -> Result<(), Failure> {
 
 fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Result<&'a Bound<'py, PyBytes>, Failure> {
     item.cast::<PyBytes>().map_err(|_| {
-        Failure::App(PyTypeError::new_err(format!(
-            "the response iterable must yield bytes, not {}",
-            item.get_type()
-        )))
+        Failure::App(PyTypeError::new_err(format!("the response iterable must yield bytes, not {}", item.get_type())))
     })
 }
 
@@ -213,9 +213,7 @@ fn send_file(py: Python<'_>, sr: &StartResponse, mut source: FileSource, is_head
         remaining = 0;
     }
     while remaining > 0 {
-        let block = py
-            .detach(|| source.read_block(remaining))
-            .map_err(|e| PyErr::from(e))?;
+        let block = py.detach(|| source.read_block(remaining)).map_err(|e| PyErr::from(e))?;
         if block.is_empty() {
             break;
         }

@@ -27,6 +27,7 @@ pub mod listener;
 pub mod pipe;
 pub mod metrics;
 pub mod otel;
+pub mod outbox;
 pub mod pool;
 pub mod pyerr;
 pub mod queue;

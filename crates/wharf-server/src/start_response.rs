@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::blocking::block_on_until;
 use crate::exchange::{Reply, ReplyBody};
+use crate::outbox::Outbox;
 use crate::pipe::{End, Pipe};
 use crate::response_head::Head;
 
@@ -24,16 +25,28 @@ pub struct ClientGone;
 
 pub struct Responder {
     reply: Option<oneshot::Sender<Reply>>,
+    outbox: Arc<Outbox>,
     stream: Option<Arc<Pipe>>,
     declared: Option<Head>,
     head_sent: bool,
+    /// The head went out with the whole body; anything the app yields after that is excess.
+    complete: bool,
     io_timeout: Duration,
     status: Option<StatusCode>,
 }
 
 impl Responder {
-    pub fn new(reply: oneshot::Sender<Reply>, io_timeout: Duration) -> Self {
-        Responder { reply: Some(reply), stream: None, declared: None, head_sent: false, io_timeout, status: None }
+    pub fn new(reply: oneshot::Sender<Reply>, outbox: Arc<Outbox>, io_timeout: Duration) -> Self {
+        Responder {
+            reply: Some(reply),
+            outbox,
+            stream: None,
+            declared: None,
+            head_sent: false,
+            complete: false,
+            io_timeout,
+            status: None,
+        }
     }
 
     pub fn head_sent(&self) -> bool {
@@ -61,7 +74,7 @@ impl Responder {
     }
 
     fn send_head(&mut self, mut head: Head, body: ReplyBody) -> Result<(), ClientGone> {
-        let reply = self.reply.take().ok_or(ClientGone)?;
+        let to = self.reply.take().ok_or(ClientGone)?;
         self.head_sent = true;
         self.status = Some(head.status);
         let bodiless = matches!(head.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
@@ -69,14 +82,26 @@ impl Responder {
             // RFC 9110 §8.6: a 204 never carries Content-Length, whatever the app declared.
             head.headers.remove(http::header::CONTENT_LENGTH);
         }
-        if let ReplyBody::Full(bytes) = &body {
-            if !bodiless && !head.headers.contains_key(http::header::CONTENT_LENGTH) {
-                head.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
-            }
+        if to.is_closed() {
+            return Err(ClientGone);
         }
-        reply
-            .send(Reply { status: head.status, reason: head.reason, headers: head.headers, body })
-            .map_err(|_| ClientGone)
+        let complete = match &body {
+            ReplyBody::Full(bytes) => {
+                if !bodiless && !head.headers.contains_key(http::header::CONTENT_LENGTH) {
+                    head.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+                }
+                true
+            }
+            ReplyBody::Stream(_) => false,
+        };
+        let reply = Reply { status: head.status, reason: head.reason, headers: head.headers, body };
+        if complete {
+            self.complete = true;
+            self.outbox.send(to, reply);
+            Ok(())
+        } else {
+            to.send(reply).map_err(|_| ClientGone)
+        }
     }
 
     /// Sends the declared head with the complete body.
@@ -120,11 +145,30 @@ impl Responder {
         }
     }
 
+    /// Whether `len` bytes are the whole body the app declared and nothing went out yet:
+    /// then head and body travel as one complete response (one hand-off to the I/O thread
+    /// instead of a stream's three), and nothing is held back.
+    fn completes_declared_body(&self, len: usize) -> bool {
+        !self.head_sent && self.declared_content_length() == Some(len as u64)
+    }
+
+    /// Bytes after a complete response go nowhere; hyper would cut them off the same way.
+    fn discard_excess(&self, len: usize) {
+        tracing::warn!(bytes = len, "the application sent more body than its Content-Length; discarding the excess");
+    }
+
     /// Sends one body chunk (copied), sending the head first if needed. Empty chunks are
     /// skipped: the head waits for the first non-empty one.
     pub fn send_chunk(&mut self, py: Python<'_>, chunk: &[u8]) -> Result<(), ClientGone> {
         if chunk.is_empty() {
             return Ok(());
+        }
+        if self.complete {
+            self.discard_excess(chunk.len());
+            return Ok(());
+        }
+        if self.completes_declared_body(chunk.len()) {
+            return self.send_full(Bytes::copy_from_slice(chunk));
         }
         let pipe = self.stream()?;
         self.wait_for_room(py, &pipe)?;
@@ -135,6 +179,13 @@ impl Responder {
     pub fn send_owned(&mut self, py: Python<'_>, chunk: Bytes) -> Result<(), ClientGone> {
         if chunk.is_empty() {
             return Ok(());
+        }
+        if self.complete {
+            self.discard_excess(chunk.len());
+            return Ok(());
+        }
+        if self.completes_declared_body(chunk.len()) {
+            return self.send_full(chunk);
         }
         let pipe = self.stream()?;
         self.wait_for_room(py, &pipe)?;
@@ -181,7 +232,9 @@ impl StartResponse {
 
 fn extract_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for item in headers.try_iter().map_err(|_| PyTypeError::new_err("headers must be a list of (name, value) tuples"))? {
+    for item in
+        headers.try_iter().map_err(|_| PyTypeError::new_err("headers must be a list of (name, value) tuples"))?
+    {
         let item = item?;
         let pair = item
             .cast::<PyTuple>()
@@ -221,9 +274,7 @@ impl StartResponse {
                 return Err(PyErr::from_value(value));
             }
         } else if has_head || head_sent {
-            return Err(PyRuntimeError::new_err(
-                "start_response() called a second time without exc_info",
-            ));
+            return Err(PyRuntimeError::new_err("start_response() called a second time without exc_info"));
         }
         let status: String = status
             .extract()

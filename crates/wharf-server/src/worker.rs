@@ -32,6 +32,7 @@ use crate::limits::Limits;
 use crate::listener::Listener;
 use crate::metrics::WorkerMetrics;
 use crate::otel::Tracing;
+use crate::outbox::Outbox;
 use crate::pool::Pool;
 use crate::sched;
 use crate::scrape::Scraper;
@@ -78,10 +79,7 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(StartError::Runtime)
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Runtime)
 }
 
 /// The supervisor: binds the sockets once and keeps `--workers` workers running.
@@ -183,8 +181,10 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
     })()
     .map_err(|err| StartError::InvalidConfig(format!("cannot prepare environ: {err}")))?;
     let metrics = Arc::new(WorkerMetrics::new(u64::from(config.threads)));
+    let outbox = Arc::new(Outbox::default());
     let ctx = Arc::new(AppContext {
         app,
+        outbox: Arc::clone(&outbox),
         environ: template,
         limit_request_body: config.limit_request_body,
         io_timeout: config.io_timeout,
@@ -240,6 +240,7 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
                 tracing: otel.clone(),
                 trace_query: config.trace_query,
             });
+            tokio::spawn(async move { outbox.deliver().await });
             if let Some(dog) = watchdog {
                 let period = (dog.timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
                 tokio::spawn(async move {

@@ -99,6 +99,22 @@ def stream_gate_app(environ, start_response):
     return body()
 
 
+def sized_gate_app(environ, start_response):
+    """Declares Content-Length, yields exactly that body, then waits for the gate file named in
+    the query before yielding more bytes than it declared."""
+    gate = environ["QUERY_STRING"].split("=", 1)[1]
+
+    def body():
+        yield b"whole body\n"
+        deadline = time.monotonic() + 20
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield b"excess bytes"
+
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "11")])
+    return body()
+
+
 class _Tracked:
     """A response iterable that records close() calls under a tag."""
 
