@@ -7,19 +7,19 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
-use hyper::body::Incoming;
 use hyper::ext::ReasonPhrase;
 use tokio::sync::oneshot;
 
 use crate::listener::Peer;
 use crate::pipe::Pipe;
+use crate::request_body::RequestBody;
 
 /// One request waiting for (or being served by) a Python thread.
 pub struct Job {
     pub parts: http::request::Parts,
     /// `None` when the request cannot carry a body (no Content-Length, no Transfer-Encoding),
     /// so the app sees an empty `wsgi.input` without touching the connection.
-    pub body: Option<Incoming>,
+    pub body: Option<RequestBody>,
     pub peer: Arc<Peer>,
     pub reply: oneshot::Sender<Reply>,
     /// With `--timeout`: handed to the watchdog while the app runs; firing it answers 504.

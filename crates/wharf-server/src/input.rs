@@ -3,20 +3,18 @@
 //! Nothing is read before the app asks, so `Expect: 100-continue` is answered only on the
 //! first read, and a large upload never sits in memory as a whole.
 
-use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::Poll;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
 use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use crate::blocking::{block_on_until, poll_now};
+use crate::request_body::RequestBody;
 
 /// Why reading the body failed, so the response can say so (413, 408) instead of a bare 500.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +34,7 @@ pub struct WsgiInput {
 }
 
 struct BodyReader {
-    body: Option<Incoming>,
+    body: Option<RequestBody>,
     pending: Bytes,
     received: u64,
     limit: u64,
@@ -50,7 +48,7 @@ enum Fill {
 
 impl WsgiInput {
     /// `limit` is the largest body accepted (0: none).
-    pub fn new(body: Option<Incoming>, limit: u64, io_timeout: Duration) -> Self {
+    pub fn new(body: Option<RequestBody>, limit: u64, io_timeout: Duration) -> Self {
         WsgiInput {
             reader: Mutex::new(BodyReader { body, pending: Bytes::new(), received: 0, limit, io_timeout }),
             failure: AtomicU8::new(BodyFailure::None as u8),
@@ -98,9 +96,9 @@ impl BodyReader {
         loop {
             // Data hyper already has is taken without releasing the GIL; only a real wait
             // for the client lets other Python threads run.
-            let frame = match poll_now(|cx| Pin::new(&mut *body).poll_frame(cx)) {
+            let frame = match poll_now(|cx| body.poll_frame(cx)) {
                 Poll::Ready(frame) => Ok(frame),
-                Poll::Pending => py.detach(|| block_on_until(body.frame(), deadline)),
+                Poll::Pending => py.detach(|| block_on_until(std::future::poll_fn(|cx| body.poll_frame(cx)), deadline)),
             };
             match frame {
                 Err(_) => return Err(BodyFailure::TimedOut),

@@ -32,6 +32,7 @@ pub mod pool;
 pub mod pyerr;
 pub mod queue;
 pub mod reload;
+pub mod request_body;
 pub mod sched;
 pub mod scrape;
 pub mod response_body;

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -19,6 +20,7 @@ use crate::listener::Peer;
 use crate::metrics::{self, Rejection, WorkerMetrics};
 use crate::otel::{RequestSpan, Tracing};
 use crate::queue::{JobQueue, PushError};
+use crate::request_body::RequestBody;
 use crate::response_body::{OnFinish, ResponseBody};
 
 /// What every connection of this process shares.
@@ -228,7 +230,17 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
         tracing::info!(status = rejection.status.as_u16(), peer = ?conn.peer.remote, "rejected request: {}", rejection.reason);
         return Ok(respond(rejection.status, rejection.reason, true, finish));
     }
-    let body = limits::has_body(&parts.headers).then_some(body);
+    let body = if limits::has_body(&parts.headers) {
+        let mut body = RequestBody::new(body);
+        std::future::poll_fn(|cx| {
+            body.read_ahead(&parts.headers, cx);
+            Poll::Ready(())
+        })
+        .await;
+        Some(body)
+    } else {
+        None
+    };
     let (reply_tx, reply_rx) = oneshot::channel::<Reply>();
     let (expire, expired) = if shared.timeout {
         let (tx, rx) = oneshot::channel();
