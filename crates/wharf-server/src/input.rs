@@ -1,7 +1,8 @@
 //! `wsgi.input`: the request body, streamed from the connection as the app reads it.
 //!
-//! Nothing is read before the app asks, so `Expect: 100-continue` is answered only on the
-//! first read, and a large upload never sits in memory as a whole.
+//! Beyond the first frame hyper has already read (see `request_body`), nothing is read
+//! before the app asks, so `Expect: 100-continue` is answered only on the first read, and a
+//! large upload never sits in memory as a whole.
 
 use std::sync::Mutex;
 use std::task::Poll;
