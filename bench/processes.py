@@ -84,6 +84,18 @@ class ServerProcess:
                 continue
         return total
 
+    def worker_rss_kib(self) -> int:
+        """Resident memory of the largest worker: a process of the group other than its leader
+        (the master or supervisor, which serves no requests), or the leader if it serves alone."""
+        sizes = {}
+        for pid in _group_members(self.pgid):
+            try:
+                sizes[pid] = int(_stat_fields(pid)[21]) * _PAGE_KIB
+            except (OSError, IndexError, ValueError):
+                continue
+        workers = [kib for pid, kib in sizes.items() if pid != self.pgid] or list(sizes.values())
+        return max(workers, default=0)
+
     def cpu_seconds(self) -> float:
         ticks = 0
         for pid in _group_members(self.pgid):

@@ -51,7 +51,7 @@ def render(out_dir: Path) -> str:
             out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
                        + f" · repo at {meta.get('repo_revision', '?')} when run (wharf: {meta.get('wharf') or '-'})")
         out.append("")
-    out.append("Cells: req/s · p50 ms · p99 ms · RSS MiB (server process group, after the run) · CPU % server/wrk · "
+    out.append("Cells: req/s · p50 ms · p99 ms · RSS MiB after the run (server process group / largest worker) · CPU % server/wrk · "
                "CPU % taken by other processes on the server/wrk CPU; median over the reps. "
                "`E` = socket errors or non-2xx in some rep, `~` = req/s spread over reps "
                f"> {NOISY:.0%}.\n")
@@ -71,7 +71,7 @@ def render(out_dir: Path) -> str:
                     continue
                 flags = ("E" if cell.errors else "") + ("~" if cell.spread > NOISY else "")
                 columns.append(f"**{cell.rps:,.0f}**{' ' + flags if flags else ''} · {_ms(cell.p50_ms)} · "
-                               f"{_ms(cell.p99_ms)} · {cell.rss_mib:.0f} · "
+                               f"{_ms(cell.p99_ms)} · {cell.rss_mib:.0f}/{cell.worker_rss_mib:.0f} · "
                                f"{cell.server_cpu_pct:.0f}/{cell.wrk_cpu_pct:.0f} · "
                                f"{cell.other_on_server_cpu_pct:.0f}/{cell.other_on_client_cpu_pct:.0f}")
             out.append(f"| {server} | " + " | ".join(columns) + " |")

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 COLUMNS = ["app", "server", "conc", "rep", "rps", "p50_ms", "p99_ms", "socket_errors", "socket_errors_detail",
-           "non2xx", "requests", "rss_kib", "server_cpu_pct", "wrk_cpu_pct", "other_on_server_cpu_pct",
+           "non2xx", "requests", "rss_kib", "worker_rss_kib", "server_cpu_pct", "wrk_cpu_pct", "other_on_server_cpu_pct",
            "other_on_client_cpu_pct"]
 FILENAME = "results.tsv"
 
@@ -27,6 +27,8 @@ class Row:
     non2xx: int
     requests: int
     rss_kib: int
+    # The largest single worker process (the group minus a master/supervisor)
+    worker_rss_kib: int
     server_cpu_pct: float
     wrk_cpu_pct: float
     # CPU time that other processes (compilers, ...) took on the pinned CPUs during the run: noise
@@ -60,6 +62,7 @@ def load(out_dir: Path) -> list[Row]:
                 p50_ms=float(r["p50_ms"]), p99_ms=float(r["p99_ms"]), socket_errors=int(r["socket_errors"]),
                 socket_errors_detail=r["socket_errors_detail"], non2xx=int(r["non2xx"]),
                 requests=int(r["requests"]), rss_kib=int(r["rss_kib"]),
+                worker_rss_kib=int(r.get("worker_rss_kib") or 0),
                 server_cpu_pct=float(r["server_cpu_pct"]), wrk_cpu_pct=float(r["wrk_cpu_pct"]),
                 other_on_server_cpu_pct=float(r["other_on_server_cpu_pct"]),
                 other_on_client_cpu_pct=float(r["other_on_client_cpu_pct"]),
@@ -75,6 +78,8 @@ class Cell:
     p99_ms: float
     rss_mib: float
     max_rss_mib: float
+    worker_rss_mib: float
+    max_worker_rss_mib: float
     errors: int
     requests: int
     spread: float  # (max - min) / median of rps over the reps
@@ -99,6 +104,8 @@ def cells(rows: list[Row]) -> dict[tuple[str, str, int], Cell]:
             p99_ms=statistics.median(r.p99_ms for r in runs),
             rss_mib=statistics.median(r.rss_kib for r in runs) / 1024,
             max_rss_mib=max(r.rss_kib for r in runs) / 1024,
+            worker_rss_mib=statistics.median(r.worker_rss_kib for r in runs) / 1024,
+            max_worker_rss_mib=max(r.worker_rss_kib for r in runs) / 1024,
             errors=sum(r.socket_errors + r.non2xx for r in runs),
             requests=sum(r.requests for r in runs),
             spread=(max(rps) - min(rps)) / median if median else 0.0,

@@ -197,13 +197,14 @@ class Run:
         row = results.Row(app=app, server=name, conc=conc, rep=rep, rps=wrk.rps, p50_ms=wrk.p50_ms,
                           p99_ms=wrk.p99_ms, socket_errors=wrk.socket_errors,
                           socket_errors_detail=wrk.socket_errors_detail, non2xx=wrk.non2xx,
-                          requests=wrk.requests, rss_kib=server.rss_kib(), server_cpu_pct=server_pct,
+                          requests=wrk.requests, rss_kib=server.rss_kib(),
+                          worker_rss_kib=server.worker_rss_kib(), server_cpu_pct=server_pct,
                           wrk_cpu_pct=wrk.wrk_cpu_pct, other_on_server_cpu_pct=other_on_server,
                           other_on_client_cpu_pct=other_on_client)
         results.append(self.out, row)
         errors = f" errors={wrk.socket_errors}+{wrk.non2xx}non2xx" if wrk.socket_errors or wrk.non2xx else ""
         print(f"[{app}] rep={rep} c={conc} {name}: {wrk.rps:,.0f} req/s p50={wrk.p50_ms:.2f}ms "
-              f"p99={wrk.p99_ms:.2f}ms rss={row.rss_kib / 1024:.1f}MiB cpu={server_pct:.0f}%/"
+              f"p99={wrk.p99_ms:.2f}ms rss={row.rss_kib / 1024:.1f}MiB (worker {row.worker_rss_kib / 1024:.1f}) cpu={server_pct:.0f}%/"
               f"{wrk.wrk_cpu_pct:.0f}% others={other_on_server:.0f}%/{other_on_client:.0f}%{errors}", flush=True)
         if not server.alive():
             self.problem(f"{name} died during {app} c={conc} rep {rep} (exit code {server.proc.returncode}): "

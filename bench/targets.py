@@ -63,8 +63,12 @@ def _rss(cells: Cells) -> tuple[str, str]:
     runs = [c for (app, server, _), c in cells.items() if app == "hello" and server == "wharf"]
     if not runs:
         return "–", "n/a: no hello data for wharf"
-    peak = max(c.max_rss_mib for c in runs)
-    return f"{peak:.1f} MiB (largest after any hello run)", "met" if peak <= RSS_LIMIT_MIB else "NOT met"
+    peak = max(c.max_worker_rss_mib for c in runs)
+    if peak == 0:
+        return "–", "n/a: this run recorded no per-worker RSS"
+    group = max(c.max_rss_mib for c in runs)
+    return (f"{peak:.1f} MiB (largest worker after any hello run; with the supervisor {group:.1f} MiB)",
+            "met" if peak <= RSS_LIMIT_MIB else "NOT met")
 
 
 TARGETS: list[tuple[str, Callable[[Cells, int], tuple[str, str]]]] = [
@@ -79,7 +83,7 @@ TARGETS: list[tuple[str, Callable[[Cells, int], tuple[str, str]]]] = [
     ("body (16 KiB POST) c=64 ≥ 0.9× bjoern", lambda c, _threads: _ratio(c, "body", 64, "bjoern", 0.9)),
     ("stream (100 × 1 KiB) c=64 ≥ 5× granian", lambda c, _threads: _ratio(c, "stream", 64, "granian", 5.0)),
     ("sleep 10 ms, 64 threads, c=64 ≥ 95% of 6,400 req/s", _sleep),
-    (f"wharf RSS after hello ≤ {RSS_LIMIT_MIB:.0f} MiB", lambda c, _threads: _rss(c)),
+    (f"wharf RSS per worker after hello ≤ {RSS_LIMIT_MIB:.0f} MiB", lambda c, _threads: _rss(c)),
 ]
 
 

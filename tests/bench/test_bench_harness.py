@@ -63,7 +63,8 @@ def test_connection_plan_defaults_and_per_app_overrides():
 
 
 def _cell(rps: float, p99_ms: float = 5.0, errors: int = 0, rss_mib: float = 20.0) -> Cell:
-    return Cell(rps=rps, p50_ms=1.0, p99_ms=p99_ms, rss_mib=rss_mib, max_rss_mib=rss_mib, errors=errors,
+    return Cell(rps=rps, p50_ms=1.0, p99_ms=p99_ms, rss_mib=rss_mib + 13, max_rss_mib=rss_mib + 13,
+                worker_rss_mib=rss_mib, max_worker_rss_mib=rss_mib, errors=errors,
                 requests=1000, spread=0.0, server_cpu_pct=100.0, wrk_cpu_pct=50.0,
                 other_on_server_cpu_pct=0.0, other_on_client_cpu_pct=0.0, reps=3)
 
@@ -87,7 +88,7 @@ def test_targets_compare_wharf_with_the_named_peer():
     assert verdicts["hello c=256 p99 ≤ bjoern's"] == "met"
     assert verdicts["hello c=256 no errors"] == "NOT met"
     assert verdicts["sleep 10 ms, 64 threads, c=64 ≥ 95% of 6,400 req/s"] == "met"  # 95.3 %
-    assert verdicts["wharf RSS after hello ≤ 30 MiB"] == "NOT met"
+    assert verdicts["wharf RSS per worker after hello ≤ 30 MiB"] == "NOT met"
     assert verdicts["flask c=64 ≥ 1.25× granian"].startswith("n/a")
 
 

@@ -54,7 +54,7 @@ def test_every_server_served_every_app(smoke_run):
         assert int(row["requests"]) > 0
         assert int(row["non2xx"]) == 0, f"{server} answered {app} with non-2xx: {row}"
         assert int(row["conc"]) == 64 and int(row["rep"]) == 1
-        assert int(row["rss_kib"]) > 0
+        assert 0 < int(row["worker_rss_kib"]) <= int(row["rss_kib"])
 
 
 def test_report_renders_tables_and_targets(smoke_run):
