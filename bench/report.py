@@ -81,7 +81,7 @@ def render(out_dir: Path) -> str:
             if note and any((app, server, c) in cells for c in concs):
                 out.append(f"Note: {note}.\n")
 
-    peers = [s for s in servers if s != "wharf"]
+    peers = [s for s in servers if not s.startswith("wharf")]
     if "wharf" in servers and peers:
         out.append("#### wharf / peer (req/s ratio of medians; > 1 means wharf is faster)\n")
         out.append("| app | c | " + " | ".join(peers) + " |")

@@ -127,6 +127,26 @@ class Run:
         self.problems: list[str] = []  # failures: the exit status is 1 if there are any
         self.notes: list[str] = []  # peers left out because they could not be installed
         self.affinity: list[dict] = []
+        self.otlp_sink: tuple[ServerProcess, int] | None = None
+
+    def otlp_port(self) -> int:
+        """The port of the OTLP receiver, started on first use on the wrk CPU (off the server's)."""
+        if self.otlp_sink is None:
+            port = free_port()
+            sink = ServerProcess(f"{shlex.quote(str(self.bin_dir / 'python'))} "
+                                 f"{shlex.quote(str(HERE / 'runners' / 'otlp_sink.py'))} {port}",
+                                 APPS_DIR, self.args.client_cpu, self.out / "logs" / "otlp_sink.log",
+                                 env=server_env())
+            if not sink.wait_listening(port, STARTUP_TIMEOUT):
+                sink.stop()
+                raise RuntimeError(f"the OTLP receiver did not start: {sink.log_tail(600)!r}")
+            self.otlp_sink = (sink, port)
+        return self.otlp_sink[1]
+
+    def stop_otlp_sink(self) -> None:
+        if self.otlp_sink is not None:
+            self.otlp_sink[0].stop()
+            self.otlp_sink = None
 
     def problem(self, message: str) -> None:
         print(f"PROBLEM: {message}", flush=True)
@@ -140,8 +160,11 @@ class Run:
             port=port, app=workload.spec, apps=quote(str(APPS_DIR)), bin=quote(str(self.bin_dir)),
             wharf=quote(self.wharf), threads=self.args.threads, runners=quote(str(HERE / "runners")))
         (self.out / "logs" / f"{app}.{name}.cmd").write_text(command + "\n")
+        env = server_env()
+        for key, value in SERVERS[name].env.items():
+            env[key] = value.format(otlp_port=self.otlp_port()) if "{otlp_port}" in value else value
         server = ServerProcess(command, APPS_DIR, self.args.server_cpu, self.out / "logs" / f"{app}.{name}.log",
-                               env=server_env())
+                               env=env)
         if not server.wait_listening(port, STARTUP_TIMEOUT):
             server.stop()
             self.problem(f"{name} did not start for {app} within {STARTUP_TIMEOUT:.0f}s "
@@ -160,6 +183,8 @@ class Run:
         running: dict[str, tuple[ServerProcess, int]] = {}
         try:
             for name in self.servers:
+                if SERVERS[name].apps is not None and app not in SERVERS[name].apps:
+                    continue
                 started = self.start(name, app)
                 if started:
                     running[name] = started
@@ -249,7 +274,7 @@ def main(argv: list[str]) -> int:
         dropped = {} if args.skip_install else environment.install_peers(
             interpreter, [s for s in args.only if s in PEERS])
         wharf = environment.install_wharf(interpreter, args.wharf, Path("/tmp/wharf-bench-dist")) \
-            if "wharf" in args.only else ""
+            if any(s.startswith("wharf") for s in args.only) else ""
     except environment.SetupError as exc:
         print(f"setup failed: {exc}", file=sys.stderr)
         return 1
@@ -269,7 +294,10 @@ def main(argv: list[str]) -> int:
             run.measure_app(app)
     except KeyboardInterrupt:
         run.problem("interrupted")
+    except RuntimeError as exc:
+        run.problem(str(exc))
     finally:
+        run.stop_otlp_sink()
         meta.update(finished=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                     loadavg_at_end=_loadavg(),
                     problems=run.notes + run.problems, affinity=run.affinity)

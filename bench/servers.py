@@ -3,7 +3,8 @@
 Every command serves one app on 127.0.0.1:{port} with one worker process; the harness starts it
 with the apps directory as working directory, pinned to the server CPU, in its own session.
 Placeholders: {port} {app} (module:attribute) {apps} (apps dir) {bin} (bench venv bin dir)
-{wharf} (wharf executable) {threads} {runners} (runners dir).
+{wharf} (wharf executable) {threads} {runners} (runners dir); in `env` values {otlp_port} (the
+port of the OTLP receiver the harness runs on the wrk CPU when a server's env names it).
 """
 
 from __future__ import annotations
@@ -24,11 +25,16 @@ class Server:
     debian_packages: tuple[str, ...] = ()
     # app name -> what a reader of that app's table must know about this server's figures
     notes: dict[str, str] = field(default_factory=dict)
+    # extra environment variables (placeholders as above)
+    env: dict[str, str] = field(default_factory=dict)
+    # the apps this entry runs (None: all)
+    apps: tuple[str, ...] | None = None
 
     def command_for(self, app: str) -> str:
         return self.per_app.get(app, self.command)
 
 
+_WHARF = "{wharf} --bind 127.0.0.1:{port} --threads {threads} --log-level warn --chdir {apps} {app}"
 _UWSGI_COMMON = ("--processes 1 --threads {threads} --enable-threads --listen 1024 --disable-logging "
                  "--die-on-term --module {app} --chdir {apps}")
 
@@ -38,7 +44,18 @@ SERVERS: dict[str, Server] = {
         Server(
             "wharf",
             (),
-            "{wharf} --bind 127.0.0.1:{port} --threads {threads} --log-level warn --chdir {apps} {app}",
+            _WHARF,
+        ),
+        Server(
+            # wharf again with tracing on, every request sampled, for the "tracing costs ≤ 5%" target
+            "wharf-otel",
+            (),
+            _WHARF,
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:{otlp_port}", "OTEL_TRACES_SAMPLER": "always_on",
+                 "OTEL_SERVICE_NAME": "wharf-bench"},
+            apps=("hello",),
+            notes={"hello": "wharf-otel is wharf with every request traced, exporting OTLP/HTTP to a live local "
+                            "receiver (runners/otlp_sink.py, pinned to the wrk CPU)"},
         ),
         Server(
             "granian",
@@ -72,4 +89,5 @@ SERVERS: dict[str, Server] = {
     )
 }
 
-PEERS = tuple(name for name in SERVERS if name != "wharf")
+# wharf's own variants are not peers: they run the wharf under test
+PEERS = tuple(name for name in SERVERS if not name.startswith("wharf"))

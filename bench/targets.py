@@ -10,6 +10,7 @@ from results import Cell
 SLEEP_THREADS = 64
 SLEEP_SECONDS = 0.010
 RSS_LIMIT_MIB = 30.0
+TRACING_COST = 0.05
 
 Cells = dict[tuple[str, str, int], Cell]
 
@@ -59,6 +60,15 @@ def _sleep(cells: Cells, threads: int) -> tuple[str, str]:
     return f"{ours.rps:,.0f} req/s = {share:.1%} of {ceiling:,.0f}", "met" if share >= 0.95 else "NOT met"
 
 
+def _tracing(cells: Cells) -> tuple[str, str]:
+    plain, traced = cells.get(("hello", "wharf", 64)), cells.get(("hello", "wharf-otel", 64))
+    if plain is None or traced is None or plain.rps <= 0:
+        return "–", "n/a: needs hello c=64 for both wharf and wharf-otel"
+    cost = 1 - traced.rps / plain.rps
+    return (f"{cost:.1%} fewer req/s ({traced.rps:,.0f} traced vs {plain.rps:,.0f})",
+            "met" if cost <= TRACING_COST else "NOT met")
+
+
 def _rss(cells: Cells) -> tuple[str, str]:
     runs = [c for (app, server, _), c in cells.items() if app == "hello" and server == "wharf"]
     if not runs:
@@ -84,12 +94,12 @@ TARGETS: list[tuple[str, Callable[[Cells, int], tuple[str, str]]]] = [
     ("stream (100 × 1 KiB) c=64 ≥ 5× granian", lambda c, _threads: _ratio(c, "stream", 64, "granian", 5.0)),
     ("sleep 10 ms, 64 threads, c=64 ≥ 95% of 6,400 req/s", _sleep),
     (f"wharf RSS per worker after hello ≤ {RSS_LIMIT_MIB:.0f} MiB", lambda c, _threads: _rss(c)),
+    (f"tracing on (100% sampled, live receiver) costs ≤ {TRACING_COST:.0%} on hello c=64",
+     lambda c, _threads: _tracing(c)),
 ]
 
 
 def evaluate(cells: Cells, threads: int) -> list[Verdict]:
     """`threads` is the --threads value of the run (the sleep target is defined for 64)."""
     verdicts = [Verdict(name, *check(cells, threads)) for name, check in TARGETS]
-    verdicts.append(Verdict("tracing on (100% sampled) costs ≤ 5% on hello", "–",
-                            "n/a: not measured by this harness yet"))
     return verdicts

@@ -92,6 +92,15 @@ def test_targets_compare_wharf_with_the_named_peer():
     assert verdicts["flask c=64 ≥ 1.25× granian"].startswith("n/a")
 
 
+def test_tracing_cost_compares_wharf_with_and_without_tracing():
+    name = "tracing on (100% sampled, live receiver) costs ≤ 5% on hello c=64"
+    assert _verdicts({("hello", "wharf", 64): _cell(100_000)})[name].startswith("n/a")
+    cheap = {("hello", "wharf", 64): _cell(100_000), ("hello", "wharf-otel", 64): _cell(96_000)}
+    assert _verdicts(cheap)[name] == "met"
+    costly = {("hello", "wharf", 64): _cell(100_000), ("hello", "wharf-otel", 64): _cell(94_000)}
+    assert _verdicts(costly)[name] == "NOT met"
+
+
 def test_sleep_target_needs_the_64_thread_configuration():
     cells = {("sleep", "wharf", 64): _cell(6_300)}
     verdicts = {v.target: v.status for v in targets.evaluate(cells, threads=128)}
