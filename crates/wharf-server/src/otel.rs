@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
@@ -426,6 +426,8 @@ struct Counters {
 }
 
 enum Control {
+    /// The queue went from empty to one span, or holds a full batch.
+    Wake,
     Flush(Sender<OTelSdkResult>),
     Shutdown(Sender<OTelSdkResult>),
 }
@@ -437,6 +439,9 @@ struct QueueProcessor {
     spans: Sender<SpanData>,
     control: Sender<Control>,
     counters: Arc<Counters>,
+    batch_size: usize,
+    /// A `Wake` is on its way to the export thread and not yet handled.
+    wake_sent: Arc<AtomicBool>,
 }
 
 impl QueueProcessor {
@@ -456,12 +461,17 @@ impl QueueProcessor {
         let (control, requests) = crossbeam_channel::unbounded();
         let (ready_tx, ready) = crossbeam_channel::bounded(1);
         let thread_counters = Arc::clone(&counters);
+        let wake_sent = Arc::new(AtomicBool::new(false));
+        let thread_wake_sent = Arc::clone(&wake_sent);
+        let batch_size = batch.max_export_batch_size;
         std::thread::Builder::new()
             .name("wharf-otel-export".into())
             .spawn(move || match make_exporter() {
                 Ok((mut exporter, executor)) => {
                     exporter.set_resource(&resource);
                     let _ = ready_tx.send(Ok(()));
+                    // Exporting must not preempt the I/O thread; it only has to keep up.
+                    crate::sched::batch_wakeups();
                     ExportLoop {
                         exporter,
                         executor,
@@ -469,6 +479,7 @@ impl QueueProcessor {
                         requests,
                         batch,
                         counters: thread_counters,
+                        wake_sent: thread_wake_sent,
                         failing: false,
                     }
                     .run();
@@ -479,7 +490,7 @@ impl QueueProcessor {
             })
             .map_err(OtelError::Thread)?;
         ready.recv().map_err(|_| OtelError::ThreadExited)??;
-        Ok(QueueProcessor { spans, control, counters })
+        Ok(QueueProcessor { spans, control, counters, batch_size, wake_sent })
     }
 
     fn request(&self, make: fn(Sender<OTelSdkResult>) -> Control, timeout: Duration) -> OTelSdkResult {
@@ -498,6 +509,13 @@ impl SpanProcessor for QueueProcessor {
         }
         if self.spans.try_send(span).is_err() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // Waking the export thread for every span would cost a context switch per request;
+        // it needs to know only when a batch starts (to time it) and when one is full.
+        let queued = self.spans.len();
+        if (queued == 1 || queued >= self.batch_size) && !self.wake_sent.swap(true, Ordering::AcqRel) {
+            let _ = self.control.send(Control::Wake);
         }
     }
 
@@ -519,14 +537,12 @@ struct ExportLoop<E> {
     requests: Receiver<Control>,
     batch: BatchSettings,
     counters: Arc<Counters>,
+    wake_sent: Arc<AtomicBool>,
     /// Whether the last export failed, so a dead collector is logged once, not per batch.
     failing: bool,
 }
 
-// Lives for one loop turn; boxing the span to shrink it would cost an allocation per span.
-#[allow(clippy::large_enum_variant)]
 enum Event {
-    Span(SpanData),
     Due,
     Control(Control),
     Closed,
@@ -539,27 +555,26 @@ impl<E: SpanExporter> ExportLoop<E> {
         loop {
             let event = match due {
                 None => select! {
-                    recv(self.queued) -> span => span.map_or(Event::Closed, Event::Span),
                     recv(self.requests) -> request => request.map_or(Event::Closed, Event::Control),
                 },
                 Some(due) => select! {
-                    recv(self.queued) -> span => span.map_or(Event::Closed, Event::Span),
                     recv(self.requests) -> request => request.map_or(Event::Closed, Event::Control),
                     default(due.saturating_duration_since(Instant::now())) => Event::Due,
                 },
             };
             match event {
-                Event::Span(span) => {
-                    pending.push(span);
-                    if pending.len() >= self.batch.max_export_batch_size {
-                        let _ = self.export(&mut pending);
+                Event::Control(Control::Wake) => {
+                    // Reset before looking at the queue: a span queued after this look sends
+                    // a new wake-up if it starts a batch or fills one.
+                    self.wake_sent.store(false, Ordering::Release);
+                    if self.queued.len() >= self.batch.max_export_batch_size {
+                        let _ = self.export_queued(&mut pending);
                         due = None;
-                    } else if due.is_none() {
-                        due = Some(Instant::now() + self.batch.schedule_delay);
                     }
                 }
                 Event::Due => {
-                    let _ = self.export(&mut pending);
+                    self.wake_sent.store(false, Ordering::Release);
+                    let _ = self.export_queued(&mut pending);
                     due = None;
                 }
                 Event::Control(Control::Flush(ack)) => {
@@ -575,6 +590,11 @@ impl<E: SpanExporter> ExportLoop<E> {
                     let _ = self.export_queued(&mut pending).and(self.exporter.shutdown());
                     return;
                 }
+            }
+            // Spans that arrived while exporting (or a batch just started) go out within
+            // `schedule_delay`.
+            if due.is_none() && !self.queued.is_empty() {
+                due = Some(Instant::now() + self.batch.schedule_delay);
             }
         }
     }
@@ -890,6 +910,28 @@ mod tests {
             assert!(Instant::now() < deadline, "a full batch must be exported at once");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn partial_batches_go_out_after_the_schedule_delay() {
+        let exporter = InMemorySpanExporter::default();
+        let tracing = start(exporter.clone(), batch(64, 4, Duration::from_millis(50)));
+        let wait_for = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while exporter.get_finished_spans().expect("spans").len() < n {
+                assert!(Instant::now() < deadline, "spans were not exported after the delay");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // A lone span starts a batch, and is exported once the delay passed.
+        tracing.start(&request("GET", "/", &[]), "http", None, None, false).finish(200, 0, true);
+        wait_for(1);
+        // A full batch plus a rest: the rest must not wait for a batch that never fills.
+        for _ in 0..6 {
+            tracing.start(&request("GET", "/", &[]), "http", None, None, false).finish(200, 0, true);
+        }
+        wait_for(7);
+        tracing.shutdown();
     }
 
     /// Holds every export until the test lets it through, like a collector that hangs.
