@@ -3,11 +3,12 @@
 //! Constant entries live in a template dict that is copied per request; keys are interned
 //! Python strings created once, and HTTP_* keys are cached per thread by header name.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use http::header::{self, HeaderName};
 use http::Version;
+use http::header::{self, HeaderName};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -142,8 +143,8 @@ impl EnvironTemplate {
         match (&view.remote_addr, peer.remote) {
             (Some(client), _) => env.set_item(&k.remote_addr, client)?,
             (None, Some(remote)) => {
-                env.set_item(&k.remote_addr, remote.ip().to_string())?;
-                env.set_item(&k.remote_port, remote.port().to_string())?;
+                env.set_item(&k.remote_addr, display_str(py, remote.ip()))?;
+                env.set_item(&k.remote_port, display_str(py, remote.port()))?;
             }
             (None, None) => {}
         }
@@ -207,7 +208,11 @@ pub fn environ_key(header: &str) -> Option<String> {
 }
 
 /// `%XX` decoding of a URL path into raw bytes; malformed escapes are kept as they are.
-pub fn percent_decode(input: &[u8]) -> Vec<u8> {
+/// `input` with `%XX` escapes decoded; borrowed when there are none (most paths).
+pub fn percent_decode(input: &[u8]) -> Cow<'_, [u8]> {
+    if !input.contains(&b'%') {
+        return Cow::Borrowed(input);
+    }
     fn hex(b: u8) -> Option<u8> {
         match b {
             b'0'..=b'9' => Some(b - b'0'),
@@ -229,7 +234,7 @@ pub fn percent_decode(input: &[u8]) -> Vec<u8> {
         out.push(input[i]);
         i += 1;
     }
-    out
+    Cow::Owned(out)
 }
 
 /// PATH_INFO is the path below SCRIPT_NAME when the request is inside the mount point.
@@ -245,16 +250,35 @@ pub fn strip_root<'a>(path: &'a [u8], root: &[u8]) -> &'a [u8] {
 
 /// SERVER_NAME and SERVER_PORT: from the host the client addressed when known (Host header
 /// or a trusted proxy's forwarded host), else from the local socket address.
-pub fn server_name_port(host: Option<&str>, local: Option<SocketAddr>, scheme: &str) -> (String, String) {
+pub fn server_name_port<'a>(
+    host: Option<&'a str>,
+    local: Option<SocketAddr>,
+    scheme: &str,
+) -> (Cow<'a, str>, Cow<'a, str>) {
     if let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) {
         let (name, port) = split_host(host);
         let default_port = if scheme == "https" { "443" } else { "80" };
-        return (name.to_owned(), port.unwrap_or(default_port).to_owned());
+        return (Cow::Borrowed(name), Cow::Borrowed(port.unwrap_or(default_port)));
     }
     match local {
-        Some(addr) => (addr.ip().to_string(), addr.port().to_string()),
-        None => ("localhost".to_owned(), "80".to_owned()),
+        Some(addr) => (Cow::Owned(addr.ip().to_string()), Cow::Owned(addr.port().to_string())),
+        None => (Cow::Borrowed("localhost"), Cow::Borrowed("80")),
     }
+}
+
+/// A Python string of `value`'s `Display` form, formatted on the stack: addresses and ports
+/// are formatted for every request.
+fn display_str<'py>(py: Python<'py>, value: impl std::fmt::Display) -> Bound<'py, PyString> {
+    use std::io::Write;
+    let mut buf = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    if write!(cursor, "{value}").is_ok() {
+        let len = cursor.position() as usize;
+        if let Ok(s) = std::str::from_utf8(&buf[..len]) {
+            return PyString::new(py, s);
+        }
+    }
+    PyString::new(py, &value.to_string())
 }
 
 /// Splits `host[:port]`, including bracketed IPv6 literals.
@@ -300,13 +324,14 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode(b"/a%20b"), b"/a b");
-        assert_eq!(percent_decode(b"/%E2%82%AC"), vec![b'/', 0xE2, 0x82, 0xAC]);
-        assert_eq!(percent_decode(b"/%2Fx"), b"//x");
-        assert_eq!(percent_decode(b"/%zz%4"), b"/%zz%4");
-        assert_eq!(percent_decode(b"%41"), b"A");
-        assert_eq!(percent_decode(b"%4"), b"%4");
-        assert_eq!(percent_decode(b"%"), b"%");
+        assert_eq!(percent_decode(b"/a%20b").as_ref(), &b"/a b"[..]);
+        assert_eq!(percent_decode(b"/%E2%82%AC").as_ref(), &[b'/', 0xE2, 0x82, 0xAC][..]);
+        assert_eq!(percent_decode(b"/%2Fx").as_ref(), &b"//x"[..]);
+        assert_eq!(percent_decode(b"/%zz%4").as_ref(), &b"/%zz%4"[..]);
+        assert_eq!(percent_decode(b"%41").as_ref(), &b"A"[..]);
+        assert_eq!(percent_decode(b"%4").as_ref(), &b"%4"[..]);
+        assert_eq!(percent_decode(b"%").as_ref(), &b"%"[..]);
+        assert!(matches!(percent_decode(b"/plain"), Cow::Borrowed(_)));
     }
 
     #[test]
@@ -321,7 +346,7 @@ mod tests {
     #[test]
     fn server_name_from_host_or_socket() {
         let local: SocketAddr = "127.0.0.1:8000".parse().expect("addr");
-        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        let pair = |a: &'static str, b: &'static str| (Cow::Borrowed(a), Cow::Borrowed(b));
         assert_eq!(server_name_port(None, Some(local), "http"), pair("127.0.0.1", "8000"));
         assert_eq!(server_name_port(Some("example.com:8080"), Some(local), "http"), pair("example.com", "8080"));
         assert_eq!(server_name_port(Some("example.com"), Some(local), "http"), pair("example.com", "80"));

@@ -115,8 +115,13 @@ fn serve(
 }
 
 fn close(result: &Bound<'_, PyAny>) -> PyResult<()> {
-    if result.hasattr("close")? {
-        result.call_method0("close")?;
+    // Lists and tuples (the common response) have no close(); asking would build and discard
+    // an AttributeError on every request.
+    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
+    if result.hasattr(intern!(result.py(), "close"))? {
+        result.call_method0(intern!(result.py(), "close"))?;
     }
     Ok(())
 }

@@ -10,14 +10,14 @@ use bytes::Bytes;
 use http::StatusCode;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 use tokio::sync::oneshot;
 
 use crate::blocking::block_on_until;
 use crate::exchange::{Reply, ReplyBody};
 use crate::outbox::Outbox;
 use crate::pipe::{End, Pipe};
-use crate::response_head::Head;
+use crate::response_head::{Head, HeadError};
 
 /// The client went away (or stalled past the I/O timeout); stop producing the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,8 +230,14 @@ impl StartResponse {
     }
 }
 
-fn extract_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
-    let mut out = Vec::new();
+/// Builds the head from what the app passed, borrowing the Python strings instead of copying
+/// them (this runs once per request).
+fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
+    let status = status
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("status must be a str, not {}", status.get_type())))?;
+    let invalid = |e: HeadError| pyo3::exceptions::PyValueError::new_err(e.to_string());
+    let mut head = Head::start(&status.to_cow()?, headers.len().unwrap_or(0)).map_err(invalid)?;
     for item in
         headers.try_iter().map_err(|_| PyTypeError::new_err("headers must be a list of (name, value) tuples"))?
     {
@@ -242,17 +248,16 @@ fn extract_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>
         if pair.len() != 2 {
             return Err(PyTypeError::new_err(format!("header {pair} is not a (name, value) tuple")));
         }
-        let name: String = pair
-            .get_item(0)?
-            .extract()
-            .map_err(|_| PyTypeError::new_err(format!("header name in {pair} is not a str")))?;
-        let value: String = pair
-            .get_item(1)?
-            .extract()
+        let name = pair.get_borrowed_item(0)?;
+        let name =
+            name.cast::<PyString>().map_err(|_| PyTypeError::new_err(format!("header name in {pair} is not a str")))?;
+        let value = pair.get_borrowed_item(1)?;
+        let value = value
+            .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err(format!("header value in {pair} is not a str")))?;
-        out.push((name, value));
+        head.push(&name.to_cow()?, &value.to_cow()?).map_err(invalid)?;
     }
-    Ok(out)
+    Ok(head)
 }
 
 #[pymethods]
@@ -276,11 +281,7 @@ impl StartResponse {
         } else if has_head || head_sent {
             return Err(PyRuntimeError::new_err("start_response() called a second time without exc_info"));
         }
-        let status: String = status
-            .extract()
-            .map_err(|_| PyTypeError::new_err(format!("status must be a str, not {}", status.get_type())))?;
-        let head = Head::new(&status, extract_headers(headers)?)
-            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let head = build_head(status, headers)?;
         this.with(|r| r.declared = Some(head))?;
         slf.getattr("write")
     }
