@@ -64,6 +64,7 @@ def test_environ_required_keys_and_types(wharf):
     assert env["wsgi.url_scheme"] == ["str", "http"]
     assert env["wsgi.multithread"] == ["bool", True]
     assert env["wsgi.multiprocess"] == ["bool", False]
+    assert [k for k, v in env.items() if isinstance(v, list) and v[0] == "NoneType"] == []
     assert env["wsgi.run_once"] == ["bool", False]
     assert env["wsgi.input_terminated"] == ["bool", True]
     assert env["__has_methods__"] == {"input": True, "errors": True}
@@ -140,6 +141,22 @@ def test_environ_http10_protocol(wharf):
     assert env["SERVER_PROTOCOL"] == ["str", "HTTP/1.0"]
     assert env["SERVER_NAME"] == ["str", "127.0.0.1"]
     assert "HTTP_HOST" not in env
+    assert [k for k, v in env.items() if isinstance(v, list) and v[0] == "NoneType"] == []
+
+
+def test_environ_over_a_unix_socket_has_no_remote_address(wharf, tmp_path):
+    path = tmp_path / "wharf.sock"
+    wharf("pep_apps:environ_app", bind=f"unix:{path}")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(b"GET /u HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n")
+        status, _, body, _ = read_response(sock)
+    env = json.loads(body)
+    assert status == 200
+    assert "REMOTE_ADDR" not in env and "REMOTE_PORT" not in env
+    assert env["HTTP_HOST"] == ["str", "example.test"]
+    assert [k for k, v in env.items() if isinstance(v, list) and v[0] == "NoneType"] == []
 
 
 def test_environ_root_path_sets_script_name(wharf):

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 
 use http::Version;
 use http::header::{self, HeaderName};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
@@ -60,6 +59,7 @@ keys! {
     wsgi_run_once = "wsgi.run_once",
     wsgi_input_terminated = "wsgi.input_terminated",
     wsgi_file_wrapper = "wsgi.file_wrapper",
+    http_host = "HTTP_HOST",
 }
 
 /// Shared, immutable pieces of every environ.
@@ -99,6 +99,25 @@ impl EnvironTemplate {
         template.set_item(&keys.wsgi_file_wrapper, file_wrapper)?;
         template.set_item(&keys.script_name, &settings.root_path)?;
         template.set_item(&keys.server_software, concat!("wharf/", env!("CARGO_PKG_VERSION")))?;
+        // Slots for what every request sets (Host is in nearly all), so the per-request copy
+        // already has room for them and a few more headers: filling a copy of the bare
+        // constants made CPython grow its hash table twice per request.
+        for key in [
+            &keys.request_method,
+            &keys.path_info,
+            &keys.query_string,
+            &keys.raw_uri,
+            &keys.request_uri,
+            &keys.server_protocol,
+            &keys.server_name,
+            &keys.server_port,
+            &keys.remote_addr,
+            &keys.remote_port,
+            &keys.wsgi_input,
+            &keys.http_host,
+        ] {
+            template.set_item(key, py.None())?;
+        }
         Ok(EnvironTemplate {
             keys,
             template: template.unbind(),
@@ -146,7 +165,10 @@ impl EnvironTemplate {
                 env.set_item(&k.remote_addr, display_str(py, remote.ip()))?;
                 env.set_item(&k.remote_port, display_str(py, remote.port()))?;
             }
-            (None, None) => {}
+            (None, None) => env.del_item(&k.remote_addr)?,
+        }
+        if view.remote_addr.is_some() || peer.remote.is_none() {
+            env.del_item(&k.remote_port)?;
         }
         env.set_item(&k.wsgi_input, input)?;
 
@@ -169,7 +191,9 @@ impl EnvironTemplate {
             env.set_item(key.bind(py), value)?;
         }
         if let Some(host) = &view.host {
-            env.set_item(intern!(py, "HTTP_HOST"), latin1(py, host.as_bytes()))?;
+            env.set_item(&k.http_host, latin1(py, host.as_bytes()))?;
+        } else if !parts.headers.contains_key(header::HOST) {
+            env.del_item(&k.http_host)?;
         }
         Ok(env)
     }
