@@ -13,41 +13,53 @@
 //! burst: every item then costs a GIL hand-off and a context switch (measured: a third of
 //! the throughput of a CPU-bound app). A consumer that takes an item and sees more waiting
 //! wakes the next searcher, which waits for the GIL: it gets it as soon as the running
-//! thread blocks (I/O, sleep), so blocking apps still fan out over all threads.
+//! thread blocks (I/O, sleep), so blocking apps still fan out over all threads. The thread
+//! woken is the one that went idle last: its stack and interpreter state are still in cache.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, Thread};
 
 pub struct JobQueue<T> {
     state: Mutex<State<T>>,
-    available: Condvar,
     capacity: usize,
     consumers: usize,
 }
 
+/// An idle consumer, parked until `woken` is set.
+struct Sleeper {
+    thread: Thread,
+    woken: AtomicBool,
+}
+
+impl Sleeper {
+    fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
 struct State<T> {
     items: VecDeque<T>,
-    /// Consumers blocked in `wait`.
-    idle: usize,
+    /// Consumers blocked in `wait`, the one that went idle last on top.
+    idle: Vec<Arc<Sleeper>>,
     /// Consumers holding an item they took and have not reported `done` for.
     busy: usize,
     /// A consumer was woken (or is on its way) to look for work and has not taken an item yet.
     searching: bool,
-    /// Wake-ups sent to idle consumers and not yet claimed; a condvar may wake a thread
-    /// spuriously, and only a claimed wake-up makes a searcher.
-    wakeups: usize,
     closed: bool,
 }
 
 impl<T> State<T> {
-    /// Whether an idle consumer must be woken to look at the waiting items.
-    fn needs_searcher(&mut self) -> bool {
-        if self.searching || self.items.is_empty() || self.idle <= self.wakeups {
-            return false;
+    /// The idle consumer to wake to look at the waiting items, if one must be.
+    fn searcher(&mut self) -> Option<Arc<Sleeper>> {
+        if self.searching || self.items.is_empty() {
+            return None;
         }
+        let sleeper = self.idle.pop()?;
         self.searching = true;
-        self.wakeups += 1;
-        true
+        Some(sleeper)
     }
 }
 
@@ -63,13 +75,11 @@ impl<T> JobQueue<T> {
         JobQueue {
             state: Mutex::new(State {
                 items: VecDeque::with_capacity(capacity.min(4096)),
-                idle: 0,
+                idle: Vec::with_capacity(consumers),
                 busy: 0,
                 searching: false,
-                wakeups: 0,
                 closed: false,
             }),
-            available: Condvar::new(),
             capacity,
             consumers,
         }
@@ -91,10 +101,10 @@ impl<T> JobQueue<T> {
             return Err(PushError::Full(item));
         }
         state.items.push_back(item);
-        let wake = state.needs_searcher();
+        let searcher = state.searcher();
         drop(state);
-        if wake {
-            self.available.notify_one();
+        if let Some(sleeper) = searcher {
+            sleeper.wake();
         }
         Ok(())
     }
@@ -110,10 +120,10 @@ impl<T> JobQueue<T> {
         if item.is_some() {
             state.busy += 1;
         }
-        let wake = state.needs_searcher();
+        let searcher = state.searcher();
         drop(state);
-        if wake {
-            self.available.notify_one();
+        if let Some(sleeper) = searcher {
+            sleeper.wake();
         }
         item
     }
@@ -121,31 +131,39 @@ impl<T> JobQueue<T> {
     /// Waits until this consumer is asked to look for work (then it must call
     /// `try_pop(true)`); `false` once the queue is closed and empty.
     pub fn wait(&self) -> bool {
-        let mut state = self.lock();
-        if !state.items.is_empty() && !state.searching {
-            // Items arrived while this consumer was on its way here and nobody looks at them.
-            state.searching = true;
-            return true;
-        }
-        state.idle += 1;
-        loop {
-            if state.wakeups > 0 {
-                state.wakeups -= 1;
-                state.idle -= 1;
+        let sleeper = {
+            let mut state = self.lock();
+            if !state.items.is_empty() && !state.searching {
+                // Items arrived while this consumer was on its way here and nobody looks at them.
+                state.searching = true;
                 return true;
             }
             if state.closed {
-                state.idle -= 1;
                 return !state.items.is_empty();
             }
-            state = self.available.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            let sleeper = Arc::new(Sleeper { thread: thread::current(), woken: AtomicBool::new(false) });
+            state.idle.push(Arc::clone(&sleeper));
+            sleeper
+        };
+        // Unparks meant for other waits on this thread (a request body, a full pipe) may end a
+        // park early; only `woken` counts.
+        while !sleeper.woken.load(Ordering::Acquire) {
+            thread::park();
         }
+        let state = self.lock();
+        !(state.closed && state.items.is_empty())
     }
 
     /// Refuses new items; consumers drain what is queued and then `wait` returns `false`.
     pub fn close(&self) {
-        self.lock().closed = true;
-        self.available.notify_all();
+        let sleepers = {
+            let mut state = self.lock();
+            state.closed = true;
+            std::mem::take(&mut state.idle)
+        };
+        for sleeper in sleepers {
+            sleeper.wake();
+        }
     }
 
     /// The consumer finished the item it took.
@@ -214,7 +232,7 @@ mod tests {
     }
 
     fn idle_consumers(q: &JobQueue<i32>, n: usize) {
-        while q.lock().idle < n {
+        while q.lock().idle.len() < n {
             thread::yield_now();
         }
     }
@@ -239,11 +257,12 @@ mod tests {
         // While the first item is not taken, further items wake nobody else.
         let mut state = q.lock();
         state.items.extend([1, 2, 3]);
-        assert!(state.needs_searcher());
-        assert!(!state.needs_searcher());
-        assert_eq!(state.wakeups, 1);
+        let first = state.searcher();
+        assert!(first.is_some());
+        assert!(state.searcher().is_none());
+        assert_eq!(state.idle.len(), 3);
         drop(state);
-        q.available.notify_one();
+        first.into_iter().for_each(|s| s.wake());
         let mut got: Vec<i32> = (0..3).filter_map(|_| taken.recv_timeout(Duration::from_secs(10)).ok()).collect();
         got.sort_unstable();
         assert_eq!(got, vec![1, 2, 3]);
@@ -251,6 +270,31 @@ mod tests {
         for c in consumers {
             c.join().ok();
         }
+    }
+
+    #[test]
+    fn the_consumer_that_went_idle_last_is_woken_first() {
+        let q = Arc::new(JobQueue::new(100, 2));
+        let (took, taken) = mpsc::channel();
+        let spawn = |name: &'static str| {
+            let (q, took) = (Arc::clone(&q), took.clone());
+            thread::spawn(move || {
+                let mut searcher = false;
+                while let Some(v) = next(&q, &mut searcher) {
+                    took.send((name, v)).ok();
+                    q.done();
+                }
+            })
+        };
+        let first = spawn("first");
+        idle_consumers(&q, 1);
+        let second = spawn("second");
+        idle_consumers(&q, 2);
+        q.push(1).ok();
+        assert_eq!(taken.recv_timeout(Duration::from_secs(10)), Ok(("second", 1)));
+        q.close();
+        first.join().ok();
+        second.join().ok();
     }
 
     #[test]
