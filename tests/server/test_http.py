@@ -147,6 +147,20 @@ def test_http10_keep_alive_streamed_response_is_close_delimited(wharf):
     assert body == b"part0;part1;part2;part3;part4;"
 
 
+def test_a_client_that_half_closes_still_gets_its_response(wharf, tmp_path):
+    """RFC 9112 §9.6: shutting down the sending side after the request does not cancel it, even
+    while the app is still working on it."""
+    server = wharf("pep_apps:sleepy_app")
+    gate = tmp_path / "gate"
+    with server.connect() as sock:
+        sock.sendall(f"GET /?gate={gate} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        sock.shutdown(socket.SHUT_WR)
+        wait_for(lambda: (tmp_path / "gate.entered").exists())
+        gate.touch()
+        status, _, body, _ = read_response(sock)
+    assert (status, body) == (200, b"woke")
+
+
 def test_connection_close_on_http11(wharf):
     server = wharf("http_apps:echo")
     with server.connect() as sock:

@@ -8,13 +8,12 @@ use http::{Method, StatusCode};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::environ::{EnvironTemplate, HeaderKeyCache};
 use crate::exchange::{Job, JobTrace};
 use crate::file_wrapper::{FileSource, FileWrapper};
 use crate::input::{BodyFailure, WsgiInput};
-use crate::listener::Peer;
 use crate::metrics::{Rejection, WorkerMetrics};
 use crate::outbox::Outbox;
 use crate::pyerr;
@@ -65,10 +64,22 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job:
             return;
         }
     };
-    match serve(py, ctx, cache, &parts, &peer, &input, &start_response, trace.as_ref()) {
+    let method = parts.method.clone();
+    let environ = match ctx.environ.build(py, cache, &parts, &peer, input.clone().into_any()) {
+        Ok(environ) => environ,
+        Err(err) => {
+            report_app_error(py, start_response.get(), &method, parts.uri.path(), &err, BodyFailure::None);
+            return;
+        }
+    };
+    // The request head still points into hyper's read buffer, and while it does hyper has to
+    // allocate a new buffer (8 KiB) for the connection's next request. The environ holds all
+    // the app can see of it, so let it go before the response does.
+    drop(parts);
+    match serve(py, ctx, &environ, method == Method::HEAD, &start_response, trace.as_ref()) {
         Ok(()) => {}
         Err(Failure::ClientGone) => {
-            tracing::debug!(method = %parts.method, path = parts.uri.path(), "client went away before the response was complete");
+            tracing::debug!(method = %method, path = request_target(ctx, &environ), "client went away before the response was complete");
         }
         Err(Failure::App(err)) => {
             let failure = input.get().failure();
@@ -78,23 +89,30 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job:
                 BodyFailure::Broken => ctx.metrics.rejected(Rejection::BadRequest),
                 BodyFailure::None => {}
             }
-            report_app_error(py, start_response.get(), &parts, &err, failure);
+            report_app_error(py, start_response.get(), &method, &request_target(ctx, &environ), &err, failure);
         }
     }
     ctx.metrics.request_body(input.get().received());
 }
 
+/// The request target as the app saw it (`RAW_URI`), for log lines.
+fn request_target(ctx: &AppContext, environ: &Bound<'_, PyDict>) -> String {
+    environ
+        .get_item(&ctx.environ.keys.raw_uri)
+        .ok()
+        .flatten()
+        .and_then(|target| target.extract::<String>().ok())
+        .unwrap_or_default()
+}
+
 fn serve(
     py: Python<'_>,
     ctx: &AppContext,
-    cache: &mut HeaderKeyCache,
-    parts: &http::request::Parts,
-    peer: &Peer,
-    input: &Bound<'_, WsgiInput>,
+    environ: &Bound<'_, PyDict>,
+    is_head: bool,
     start_response: &Bound<'_, StartResponse>,
     trace: Option<&JobTrace>,
 ) -> Result<(), Failure> {
-    let environ = ctx.environ.build(py, cache, parts, peer, input.clone().into_any())?;
     if let Some(trace) = trace {
         // The app's own instrumentation (e.g. opentelemetry-instrumentation-wsgi) reads the
         // incoming context from HTTP_TRACEPARENT: pointing it at wharf's span makes the app's
@@ -106,7 +124,7 @@ fn serve(
         }
     }
     let result = ctx.app.bind(py).call1((environ, start_response))?;
-    let sent = send_result(py, start_response.get(), &result, parts.method == Method::HEAD);
+    let sent = send_result(py, start_response.get(), &result, is_head);
     // PEP 3333: close() is called exactly once, whatever happened while iterating.
     let closed = close(&result);
     sent?;
@@ -232,7 +250,8 @@ fn send_file(py: Python<'_>, sr: &StartResponse, mut source: FileSource, is_head
 fn report_app_error(
     py: Python<'_>,
     sr: &StartResponse,
-    parts: &http::request::Parts,
+    method: &Method,
+    path: &str,
     err: &PyErr,
     input_failure: BodyFailure,
 ) {
@@ -243,14 +262,9 @@ fn report_app_error(
         BodyFailure::None => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
     };
     if input_failure == BodyFailure::None {
-        tracing::error!(
-            method = %parts.method,
-            path = parts.uri.path(),
-            "application error: {}",
-            pyerr::traceback(py, err)
-        );
+        tracing::error!(method = %method, path, "application error: {}", pyerr::traceback(py, err));
     } else {
-        tracing::warn!(method = %parts.method, path = parts.uri.path(), status = status.as_u16(), "{message}");
+        tracing::warn!(method = %method, path, status = status.as_u16(), "{message}");
     }
     let sent = sr.with(|r| {
         if r.head_sent() {

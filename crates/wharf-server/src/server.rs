@@ -76,7 +76,12 @@ impl Server {
         http.timer(TokioTimer::new())
             .header_read_timeout(timeouts.header)
             .max_header_size(max_head_size)
-            .keep_alive(true);
+            .keep_alive(true)
+            // A client may shut down its sending side once the request is out (RFC 9112
+            // §9.6); it still gets the response. This also stops hyper from polling the socket
+            // for EOF while the app works, which made it allocate a new read buffer for every
+            // request, as the request head in the old one was still in use.
+            .half_close(true);
         // hyper parses up to 100 headers on the stack; asking for another limit moves that
         // array to the heap for every request, so only do it when the limit differs.
         if max_headers != 100 {
