@@ -91,7 +91,8 @@ fn run_thread(index: usize, ctx: &AppContext, queue: &JobQueue<Job>, watchdog: O
                 }
             };
             searcher = false;
-            ctx.metrics.queued_for(job.enqueued.elapsed());
+            let started = Instant::now();
+            ctx.metrics.queued_for(started.saturating_duration_since(job.enqueued));
             let watched = match (watchdog, job.expire.take()) {
                 (Some(dog), Some(expire)) => {
                     dog.start(index, expire);
@@ -111,7 +112,7 @@ fn run_thread(index: usize, ctx: &AppContext, queue: &JobQueue<Job>, watchdog: O
                 dog.finish(index);
             }
             queue.done();
-            if gil_released.elapsed() >= GIL_REFRESH {
+            if started.saturating_duration_since(gil_released) >= GIL_REFRESH {
                 // A searcher waiting for the GIL forces it away from this thread after the
                 // switch interval (5 ms) unless the GIL changes hands meanwhile. Between
                 // requests that would only interleave CPU-bound requests, so release and

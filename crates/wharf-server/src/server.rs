@@ -179,6 +179,8 @@ impl Server {
         let mut quiet_since = Instant::now();
         loop {
             tokio::select! {
+                // The connection first: it is what wakes this task on nearly every poll.
+                biased;
                 result = conn.as_mut() => {
                     if let Err(err) = result {
                         tracing::debug!(peer = ?state.peer.remote, "connection ended: {err}");

@@ -199,6 +199,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
         incoming: parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned),
         acquired: Arc::new(AtomicU64::new(0)),
     });
+    let arrived = Instant::now();
     let record = shared.access_log.as_ref().map(|log| AccessRecord {
         log: log.clone(),
         remote: conn.peer.remote,
@@ -208,7 +209,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
         status: 0,
         referer: header_string(&parts, header::REFERER),
         user_agent: header_string(&parts, header::USER_AGENT),
-        started: Instant::now(),
+        started: arrived,
         started_wall: SystemTime::now(),
         trace_id: trace.as_ref().and_then(|t| t.traceparent.split('-').nth(1)).map(str::to_owned),
     });
@@ -216,7 +217,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
         in_flight: InFlight::enter(&conn),
         method: metrics::method_index(&parts.method),
         status: 0,
-        started: Instant::now(),
+        started: arrived,
         record,
         span: span.zip(trace.as_ref().map(|t| Arc::clone(&t.acquired))),
     };
@@ -249,7 +250,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
         (None, None)
     };
     let job =
-        Job { parts, body, peer: Arc::clone(&conn.peer), reply: reply_tx, expire, enqueued: Instant::now(), trace };
+        Job { parts, body, peer: Arc::clone(&conn.peer), reply: reply_tx, expire, enqueued: arrived, trace };
     match shared.queue.push(job) {
         Ok(()) => {}
         Err(PushError::Full(_)) => {
