@@ -5,8 +5,8 @@
 //! large upload never sits in memory as a whole.
 
 use std::sync::Mutex;
-use std::task::Poll;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -71,17 +71,14 @@ impl WsgiInput {
     }
 
     fn with_reader<R>(&self, f: impl FnOnce(&mut BodyReader) -> Result<R, BodyFailure>) -> PyResult<R> {
-        let mut reader = self
-            .reader
-            .lock()
-            .map_err(|_| PyOSError::new_err("wsgi.input is unusable after an earlier failure"))?;
+        let mut reader =
+            self.reader.lock().map_err(|_| PyOSError::new_err("wsgi.input is unusable after an earlier failure"))?;
         f(&mut reader).map_err(|failure| {
             self.failure.store(failure as u8, Ordering::Relaxed);
             match failure {
-                BodyFailure::TooLarge => PyValueError::new_err(format!(
-                    "request body exceeds the server limit of {} bytes",
-                    reader.limit
-                )),
+                BodyFailure::TooLarge => {
+                    PyValueError::new_err(format!("request body exceeds the server limit of {} bytes", reader.limit))
+                }
                 BodyFailure::TimedOut => PyOSError::new_err("timed out waiting for the request body"),
                 _ => PyOSError::new_err("malformed or incomplete request body"),
             }
@@ -132,7 +129,11 @@ impl BodyReader {
     /// Up to `size` bytes (all remaining when `None`), stopping after the first `\n` when
     /// `line` is set.
     fn read_until(&mut self, py: Python<'_>, size: Option<usize>, line: bool) -> Result<Vec<u8>, BodyFailure> {
-        let mut out = Vec::new();
+        // Sized for what can still come (up to a bound: the client only declared it), so a
+        // large read does not grow and copy its buffer step by step.
+        let expected = self.pending.len() as u64 + self.body.as_ref().and_then(RequestBody::remaining).unwrap_or(0);
+        let capacity = if line { 0 } else { size.unwrap_or(usize::MAX).min(expected.min(1 << 20) as usize) };
+        let mut out = Vec::with_capacity(capacity);
         loop {
             let want = size.map_or(usize::MAX, |s| s - out.len());
             if want == 0 {
@@ -165,8 +166,21 @@ fn size_arg(size: Option<isize>) -> Option<usize> {
 impl WsgiInput {
     #[pyo3(signature = (size = None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.with_reader(|r| r.read_until(py, size_arg(size), false))?;
-        Ok(PyBytes::new(py, &data))
+        self.with_reader(|r| {
+            let size = size_arg(size);
+            if size != Some(0) && r.pending.is_empty() {
+                if let Fill::Eof = r.fill(py)? {
+                    return Ok(PyBytes::new(py, b""));
+                }
+            }
+            // What was asked for is often in hand in one piece: copy it once, straight into
+            // the bytes object.
+            if let Some(n) = size.filter(|&n| n > 0 && n <= r.pending.len()) {
+                return Ok(PyBytes::new(py, &r.pending.split_to(n)));
+            }
+            let data = r.read_until(py, size, false)?;
+            Ok(PyBytes::new(py, &data))
+        })
     }
 
     #[pyo3(signature = (size = None))]

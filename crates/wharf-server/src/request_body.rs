@@ -39,6 +39,15 @@ impl RequestBody {
         }
     }
 
+    /// Body bytes still to come, when the request declared its length.
+    pub fn remaining(&self) -> Option<u64> {
+        let first = match &self.first {
+            Some(Some(Ok(frame))) => frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => 0,
+        };
+        self.incoming.size_hint().exact().map(|rest| rest + first)
+    }
+
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Polled> {
         match self.first.take() {
             Some(polled) => Poll::Ready(polled),
