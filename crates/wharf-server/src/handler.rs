@@ -22,6 +22,8 @@ use crate::start_response::{ClientGone, Responder, StartResponse};
 /// Everything a Python thread needs to serve requests.
 pub struct AppContext {
     pub app: Py<PyAny>,
+    /// `wsgi.input` of every request without a body: always at its end, so one is enough.
+    pub empty_input: Py<WsgiInput>,
     pub outbox: Arc<Outbox>,
     pub environ: EnvironTemplate,
     pub limit_request_body: u64,
@@ -54,7 +56,10 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job:
     }
     let objects = Bound::new(py, StartResponse::new(Responder::new(reply, Arc::clone(&ctx.outbox), ctx.io_timeout)))
         .and_then(|sr| {
-            let input = Bound::new(py, WsgiInput::new(body, ctx.limit_request_body, ctx.io_timeout))?;
+            let input = match body {
+                None => ctx.empty_input.bind(py).clone(),
+                Some(body) => Bound::new(py, WsgiInput::new(Some(body), ctx.limit_request_body, ctx.io_timeout))?,
+            };
             Ok((sr, input))
         });
     let (start_response, input) = match objects {

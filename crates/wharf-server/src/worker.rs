@@ -27,6 +27,7 @@ use crate::errors_stream::ErrorStream;
 use crate::file_wrapper::FileWrapper;
 use crate::handler::AppContext;
 use crate::handoff::{self, Handoff, SharedSocket};
+use crate::input::WsgiInput;
 use crate::health::Health;
 use crate::limits::Limits;
 use crate::listener::Listener;
@@ -182,8 +183,11 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
     .map_err(|err| StartError::InvalidConfig(format!("cannot prepare environ: {err}")))?;
     let metrics = Arc::new(WorkerMetrics::new(u64::from(config.threads)));
     let outbox = Arc::new(Outbox::default());
+    let empty_input = Py::new(py, WsgiInput::new(None, 0, config.io_timeout))
+        .map_err(|err| StartError::InvalidConfig(format!("cannot prepare wsgi.input: {err}")))?;
     let ctx = Arc::new(AppContext {
         app,
+        empty_input,
         outbox: Arc::clone(&outbox),
         environ: template,
         limit_request_body: config.limit_request_body,
