@@ -102,13 +102,19 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn replies_from_other_threads_reach_their_receivers() {
+    /// An outbox with its delivery task running on the test's runtime.
+    fn delivering() -> Arc<Outbox> {
         let outbox = Arc::new(Outbox::default());
         tokio::spawn({
             let outbox = Arc::clone(&outbox);
             async move { outbox.deliver().await }
         });
+        outbox
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn replies_from_other_threads_reach_their_receivers() {
+        let outbox = delivering();
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..200).map(|_| oneshot::channel::<Reply>()).unzip();
         let producer = std::thread::spawn({
             let outbox = Arc::clone(&outbox);
@@ -130,11 +136,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_reply_for_a_gone_connection_is_dropped() {
-        let outbox = Arc::new(Outbox::default());
-        tokio::spawn({
-            let outbox = Arc::clone(&outbox);
-            async move { outbox.deliver().await }
-        });
+        let outbox = delivering();
         let (gone, rx) = oneshot::channel::<Reply>();
         drop(rx);
         outbox.send(gone, reply(1));

@@ -84,15 +84,20 @@ def echo_app(environ, start_response):
     return [body]
 
 
+def _wait_for_gate(gate: str) -> None:
+    """Blocks until the file `gate` exists (at most 20 s, so a failed test cannot hang a thread)."""
+    deadline = time.monotonic() + 20
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def stream_gate_app(environ, start_response):
     """Yields a first chunk, then waits until the file named in the query exists."""
     gate = environ["QUERY_STRING"].split("=", 1)[1]
 
     def body():
         yield b"first chunk\n"
-        deadline = time.monotonic() + 20
-        while not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for_gate(gate)
         yield b"second chunk\n"
 
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -106,9 +111,7 @@ def sized_gate_app(environ, start_response):
 
     def body():
         yield b"whole body\n"
-        deadline = time.monotonic() + 20
-        while not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for_gate(gate)
         yield b"excess bytes"
 
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "11")])
@@ -275,9 +278,7 @@ def sleepy_app(environ, start_response):
     gate = environ["QUERY_STRING"].split("=", 1)[1]
     with open(gate + ".entered", "a") as entered:
         entered.write("x")
-    deadline = time.monotonic() + 20
-    while not os.path.exists(gate) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for_gate(gate)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"woke"]
 
