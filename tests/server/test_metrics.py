@@ -122,3 +122,20 @@ def test_rejections_by_reason(wharf):
     assert value(m, "wharf_rejected_total", reason="request_line_too_long") == 1
     assert value(m, "wharf_rejected_total", reason="body_too_large") == 1
     assert value(m, "wharf_rejected_total", reason="bad_request") == 1
+
+
+def test_a_stalled_head_is_a_header_timeout_and_an_idle_connection_is_not(wharf):
+    admin = free_port()
+    server = wharf("lifecycle_app:app", "--header-timeout", "1", "--keep-alive-timeout", "30",
+                   "--admin-bind", f"127.0.0.1:{admin}")
+    with server.connect() as idle, server.connect() as stalled:
+        # After a full exchange, a keep-alive connection that sends nothing is only idle.
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert read_response(idle)[0] == 200
+        stalled.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: ")
+        wait_for(lambda: value(scrape(admin), "wharf_rejected_total", reason="header_timeout") == 1, timeout=15)
+        assert stalled.recv(1) == b"", "the stalled connection must be closed"
+        # Past the header timeout, the idle one is still served.
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert read_response(idle)[0] == 200
+    assert value(scrape(admin), "wharf_rejected_total", reason="header_timeout") == 1

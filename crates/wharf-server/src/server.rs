@@ -73,8 +73,10 @@ pub struct Server {
 impl Server {
     pub fn new(shared: Arc<Shared>, timeouts: Timeouts, max_headers: usize, max_head_size: usize) -> Self {
         let mut http = http1::Builder::new();
+        // The header timeout is enforced by the connection's watcher (`serve_connection`):
+        // hyper's own arms and disarms a timer for every request.
         http.timer(TokioTimer::new())
-            .header_read_timeout(timeouts.header)
+            .header_read_timeout(None)
             .max_header_size(max_head_size)
             .keep_alive(true)
             // A client may shut down its sending side once the request is out (RFC 9112
@@ -126,7 +128,12 @@ impl Server {
         }
     }
 
-    async fn accept_loop(self: Arc<Self>, listener: Listener, mut drain: watch::Receiver<bool>, open: Arc<OpenConnections>) {
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: Listener,
+        mut drain: watch::Receiver<bool>,
+        open: Arc<OpenConnections>,
+    ) {
         let mut backoff = Duration::from_millis(5);
         loop {
             let accepted = tokio::select! {
@@ -171,7 +178,7 @@ impl Server {
 
         let t = &self.timeouts;
         let tick_for = |draining: bool| {
-            let shortest = if draining { t.keep_alive.min(DRAIN_IDLE) } else { t.keep_alive.min(t.io) };
+            let shortest = if draining { t.keep_alive.min(DRAIN_IDLE) } else { t.keep_alive.min(t.io).min(t.header) };
             (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
         };
         let mut draining = false;
@@ -187,8 +194,6 @@ impl Server {
                         // Requests hyper refused itself never reached the service.
                         if err.is_parse_too_large() {
                             metrics.rejected(Rejection::HeadersTooLarge);
-                        } else if err.is_timeout() {
-                            metrics.rejected(Rejection::HeaderTimeout);
                         } else if err.is_parse() {
                             metrics.rejected(Rejection::BadRequest);
                         }
@@ -208,6 +213,11 @@ impl Server {
                         quiet_since = Instant::now();
                     } else if state.in_flight() == 0 && quiet_since.elapsed() >= idle_limit {
                         tracing::trace!(peer = ?state.peer.remote, "closing idle keep-alive connection");
+                        return;
+                    }
+                    if state.partial_head_for().is_some_and(|d| d >= t.header) {
+                        tracing::debug!(peer = ?state.peer.remote, "closing connection: request head incomplete after --header-timeout");
+                        metrics.rejected(Rejection::HeaderTimeout);
                         return;
                     }
                     if state.write_blocked_for().is_some_and(|d| d >= t.io) {
@@ -240,7 +250,7 @@ impl AsyncRead for Tracked {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.state.bump();
+            self.state.bump_read();
         }
         polled
     }

@@ -60,6 +60,13 @@ pub struct ConnState {
     in_flight: AtomicU32,
     /// Bumped on every read or write that moved bytes.
     activity: AtomicU64,
+    /// Bumped on every read that moved bytes.
+    reads: AtomicU64,
+    /// Since when (ns since `epoch`, plus one) the connection waits for a request head; 0
+    /// while a request is being served.
+    head_wait_since: AtomicU64,
+    /// `reads` when that wait began: more reads since mean a head has started to arrive.
+    reads_at_head_wait: AtomicU64,
     /// When a write started waiting for the client to read (ns since `epoch`), 0 if none.
     write_blocked_since: AtomicU64,
     epoch: Instant,
@@ -72,6 +79,9 @@ impl ConnState {
             shared,
             in_flight: AtomicU32::new(0),
             activity: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            head_wait_since: AtomicU64::new(1),
+            reads_at_head_wait: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -92,6 +102,27 @@ impl ConnState {
     pub fn bump(&self) {
         self.activity.fetch_add(1, Ordering::Relaxed);
         self.write_blocked_since.store(0, Ordering::Relaxed);
+    }
+
+    pub fn bump_read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.bump();
+    }
+
+    /// How long a head that has started to arrive has been awaited: `None` while a request is
+    /// served or while the client sent nothing since the last response (the keep-alive timeout
+    /// covers that).
+    pub fn partial_head_for(&self) -> Option<std::time::Duration> {
+        let since = self.head_wait_since.load(Ordering::Relaxed);
+        if since == 0 || self.reads.load(Ordering::Relaxed) == self.reads_at_head_wait.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.epoch.elapsed().saturating_sub(std::time::Duration::from_nanos(since - 1)))
+    }
+
+    fn start_head_wait(&self) {
+        self.reads_at_head_wait.store(self.reads.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.head_wait_since.store(self.epoch.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
     }
 
     pub fn write_blocked(&self) {
@@ -116,6 +147,7 @@ struct InFlight(Arc<ConnState>);
 impl InFlight {
     fn enter(conn: &Arc<ConnState>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        conn.head_wait_since.store(0, Ordering::Relaxed);
         conn.shared.metrics.request_started();
         InFlight(Arc::clone(conn))
     }
@@ -123,7 +155,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.start_head_wait();
+        }
     }
 }
 
@@ -190,10 +224,8 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
     let shared = &conn.shared;
     shared.count_request();
     let (parts, body) = req.into_parts();
-    let span = shared
-        .tracing
-        .as_ref()
-        .map(|t| t.start(&parts, "http", conn.peer.remote, conn.peer.local, shared.trace_query));
+    let span =
+        shared.tracing.as_ref().map(|t| t.start(&parts, "http", conn.peer.remote, conn.peer.local, shared.trace_query));
     let trace = span.as_ref().map(|span| JobTrace {
         traceparent: span.traceparent(),
         incoming: parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned),
@@ -249,8 +281,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
     } else {
         (None, None)
     };
-    let job =
-        Job { parts, body, peer: Arc::clone(&conn.peer), reply: reply_tx, expire, enqueued: arrived, trace };
+    let job = Job { parts, body, peer: Arc::clone(&conn.peer), reply: reply_tx, expire, enqueued: arrived, trace };
     match shared.queue.push(job) {
         Ok(()) => {}
         Err(PushError::Full(_)) => {
