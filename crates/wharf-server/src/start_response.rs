@@ -160,36 +160,33 @@ impl Responder {
     /// Sends one body chunk (copied), sending the head first if needed. Empty chunks are
     /// skipped: the head waits for the first non-empty one.
     pub fn send_chunk(&mut self, py: Python<'_>, chunk: &[u8]) -> Result<(), ClientGone> {
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        if self.complete {
-            self.discard_excess(chunk.len());
-            return Ok(());
-        }
-        if self.completes_declared_body(chunk.len()) {
-            return self.send_full(Bytes::copy_from_slice(chunk));
-        }
-        let pipe = self.stream()?;
-        self.wait_for_room(py, &pipe)?;
-        pipe.push(chunk).map_err(|_| ClientGone)
+        self.send(py, Chunk::Borrowed(chunk))
     }
 
     /// Like `send_chunk` for a chunk the server owns already (no copy).
     pub fn send_owned(&mut self, py: Python<'_>, chunk: Bytes) -> Result<(), ClientGone> {
-        if chunk.is_empty() {
+        self.send(py, Chunk::Owned(chunk))
+    }
+
+    fn send(&mut self, py: Python<'_>, chunk: Chunk<'_>) -> Result<(), ClientGone> {
+        let len = chunk.len();
+        if len == 0 {
             return Ok(());
         }
         if self.complete {
-            self.discard_excess(chunk.len());
+            self.discard_excess(len);
             return Ok(());
         }
-        if self.completes_declared_body(chunk.len()) {
-            return self.send_full(chunk);
+        if self.completes_declared_body(len) {
+            return self.send_full(chunk.into_bytes());
         }
         let pipe = self.stream()?;
         self.wait_for_room(py, &pipe)?;
-        pipe.push_bytes(chunk).map_err(|_| ClientGone)
+        match chunk {
+            Chunk::Borrowed(data) => pipe.push(data),
+            Chunk::Owned(data) => pipe.push_bytes(data),
+        }
+        .map_err(|_| ClientGone)
     }
 
     /// Ends the response: sends the head with an empty body if nothing was sent yet.
@@ -207,6 +204,29 @@ impl Responder {
     pub fn abort(&mut self) {
         if let Some(pipe) = self.stream.take() {
             pipe.close(End::Aborted);
+        }
+    }
+}
+
+/// A body chunk as the app produced it (borrowed from a Python object) or as the server read
+/// it (owned): the pipe copies the first and keeps the second.
+enum Chunk<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Bytes),
+}
+
+impl Chunk<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Borrowed(data) => data.len(),
+            Chunk::Owned(data) => data.len(),
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Chunk::Borrowed(data) => Bytes::copy_from_slice(data),
+            Chunk::Owned(data) => data,
         }
     }
 }
