@@ -92,6 +92,42 @@ def test_max_requests_recycles_without_errors(wharf):
     assert load.ok >= 1000
 
 
+def test_recycling_loses_nothing_on_keep_alive_connections_that_pause(wharf):
+    """Clients that pause between requests (as browsers and API clients do) across recycles:
+    a draining worker answers their next request with `Connection: close` instead of closing
+    the idle connection under them. Pauses are the scenario here, not a wait for readiness."""
+    import random
+
+    server = wharf("lifecycle_app:app", "--workers", "2", "--max-requests", "15")
+    rng = random.Random(11)
+    pauses = [[rng.uniform(0, 0.7) for _ in range(20)] for _ in range(4)]
+    errors: list[str] = []
+    answered = [0]
+    lock = threading.Lock()
+
+    def client(plan):
+        with requests.Session() as session:
+            for pause in plan:
+                try:
+                    ok = session.get(server.url, timeout=10).status_code == 200
+                    with lock:
+                        answered[0] += ok
+                        errors.extend([] if ok else ["status"])
+                except requests.RequestException as exc:
+                    with lock:
+                        errors.append(repr(exc))
+                time.sleep(pause)
+
+    threads = [threading.Thread(target=client, args=(plan,)) for plan in pauses]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert answered[0] == 80
+    assert server.log().count("draining worker (max_requests)") >= 3
+
+
 def test_sigterm_finishes_in_flight_request_and_exits_zero(wharf, tmp_path):
     admin = free_port()
     server = wharf("lifecycle_app:app", "--admin-bind", f"127.0.0.1:{admin}")
@@ -245,3 +281,55 @@ def test_ctrl_c_to_the_whole_process_group_drains_cleanly(tmp_path):
     text = log.read_text()
     assert text.count("worker drained, exiting") == 2, text
     assert "KeyboardInterrupt" not in text and "second stop signal" not in text
+
+
+def test_shutdown_delay_keeps_serving_while_readyz_fails(wharf):
+    """`--shutdown-delay`: on SIGTERM /readyz fails at once, so endpoints drop the pod, while
+    new connections are still served until the delay has passed; then the usual drain."""
+    admin = free_port()
+    server = wharf("lifecycle_app:app", "--admin-bind", f"127.0.0.1:{admin}", "--shutdown-delay", "3")
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: requests.get(f"http://127.0.0.1:{admin}/readyz", timeout=5).status_code == 503, timeout=5)
+    for _ in range(3):
+        with requests.Session() as fresh:
+            assert fresh.get(server.url, timeout=5).status_code == 200
+    assert time.monotonic() - started < 3, "the checks above must run inside the delay"
+    assert "draining: no new connections" not in server.log()
+    assert server.proc.wait(30) == 0
+    assert time.monotonic() - started >= 3
+    assert "draining: no new connections" in server.log()
+
+
+def test_a_second_sigterm_ends_the_shutdown_delay(wharf):
+    server = wharf("lifecycle_app:app", "--shutdown-delay", "60")
+    server.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "serving on until --shutdown-delay" in server.log(), timeout=5)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(20) == 0
+
+
+def test_startup_timeout_bounds_a_slow_import(tmp_path):
+    import subprocess
+
+    from conftest import wharf_command
+
+    log = tmp_path / "wharf.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [*wharf_command(), "--bind", "127.0.0.1:0", "--chdir", str(APPS_DIR), "--startup-timeout", "1", "slow_import:app"],
+            stderr=err,
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}, "SLOW_IMPORT_SECONDS": "20"},
+        )
+        try:
+            wait_for(lambda: "not ready within --startup-timeout" in log.read_text(), timeout=20)
+        finally:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_a_slow_import_within_the_startup_timeout_serves(wharf):
+    """Importing holds the GIL (no heartbeats); only --startup-timeout bounds it."""
+    server = wharf("slow_import:app", "--startup-timeout", "30", env={"SLOW_IMPORT_SECONDS": "3"})
+    assert requests.get(server.url, timeout=5).text == "imported"
+    assert "killing it" not in server.log()

@@ -54,9 +54,8 @@ impl AccessLog {
 pub struct AccessRecord {
     pub log: AccessLog,
     pub remote: Option<SocketAddr>,
-    pub method: http::Method,
-    pub target: String,
-    pub version: http::Version,
+    /// `None` for a request the HTTP parser refused before it had one.
+    pub request: Option<RequestLine>,
     pub status: u16,
     pub referer: Option<String>,
     pub user_agent: Option<String>,
@@ -64,6 +63,31 @@ pub struct AccessRecord {
     pub started_wall: SystemTime,
     /// The request's trace id, when tracing is on.
     pub trace_id: Option<String>,
+}
+
+pub struct RequestLine {
+    pub method: http::Method,
+    pub target: String,
+    pub version: http::Version,
+}
+
+impl AccessLog {
+    /// A line for a request refused while its head was parsed (hyper answered `status`
+    /// itself), or for a connection wharf answered without a request (an HTTP/2 preface).
+    pub fn unparsed(&self, remote: Option<SocketAddr>, status: u16) {
+        let record = AccessRecord {
+            log: self.clone(),
+            remote,
+            request: None,
+            status,
+            referer: None,
+            user_agent: None,
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+            trace_id: None,
+        };
+        Box::new(record).finish(0, true);
+    }
 }
 
 impl OnFinish for AccessRecord {
@@ -94,12 +118,12 @@ impl AccessRecord {
     }
 
     fn combined(&self, bytes: u64, elapsed: Duration) -> String {
-        let request = format!("{} {} {}", self.method, self.target, version_str(self.version));
+        let request = self.request.as_ref().map(|r| format!("{} {} {}", r.method, r.target, version_str(r.version)));
         format!(
             "{} - - [{}] {} {} {} {} {} {:.6}",
             self.remote_ip(),
             clf_time(self.started_wall),
-            quoted(Some(&request)),
+            quoted(request.as_deref()),
             self.status,
             if bytes == 0 { "-".to_owned() } else { bytes.to_string() },
             quoted(self.referer.as_deref()),
@@ -113,9 +137,9 @@ impl AccessRecord {
             "time": rfc3339(self.started_wall),
             "remote_addr": self.remote.map(|a| a.ip().to_string()),
             "remote_port": self.remote.map(|a| a.port()),
-            "method": self.method.as_str(),
-            "target": self.target,
-            "protocol": version_str(self.version),
+            "method": self.request.as_ref().map(|r| r.method.as_str()),
+            "target": self.request.as_ref().map(|r| r.target.as_str()),
+            "protocol": self.request.as_ref().map(|r| version_str(r.version)),
             "status": self.status,
             "bytes": bytes,
             "duration_s": elapsed.as_secs_f64(),

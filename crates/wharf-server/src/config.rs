@@ -119,6 +119,17 @@ pub struct Config {
     #[arg(long, env = "WHARF_GRACEFUL_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub graceful_timeout: Duration,
 
+    /// Seconds a starting worker may take to import the app and become ready before it is
+    /// killed and started again. Once ready, a worker silent for 30 s is replaced instead.
+    #[arg(long, env = "WHARF_STARTUP_TIMEOUT", default_value = "300", value_parser = parse_seconds)]
+    pub startup_timeout: Duration,
+
+    /// On SIGTERM, fail /readyz at once but keep serving for this many seconds before draining,
+    /// so load balancers (Kubernetes endpoints) stop sending new connections first. A second
+    /// SIGTERM, or SIGINT, drains at once. 0: drain at once.
+    #[arg(long, env = "WHARF_SHUTDOWN_DELAY", default_value = "0", value_parser = parse_seconds_or_zero)]
+    pub shutdown_delay: Duration,
+
     /// Replace a worker after it served this many requests (0: never), without dropping any.
     #[arg(long, env = "WHARF_MAX_REQUESTS", default_value_t = 0)]
     pub max_requests: u64,

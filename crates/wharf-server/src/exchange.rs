@@ -12,14 +12,14 @@ use tokio::sync::oneshot;
 
 use crate::listener::Peer;
 use crate::pipe::Pipe;
-use crate::request_body::RequestBody;
+use crate::request_body::SharedBody;
 
 /// One request waiting for (or being served by) a Python thread.
 pub struct Job {
     pub parts: http::request::Parts,
     /// `None` when the request cannot carry a body (no Content-Length, no Transfer-Encoding),
     /// so the app sees an empty `wsgi.input` without touching the connection.
-    pub body: Option<RequestBody>,
+    pub body: Option<Arc<SharedBody>>,
     pub peer: Arc<Peer>,
     pub reply: oneshot::Sender<Reply>,
     /// With `--timeout`: handed to the watchdog while the app runs; firing it answers 504.

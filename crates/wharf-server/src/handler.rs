@@ -54,7 +54,9 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job:
     if let Some(trace) = &trace {
         trace.acquired.store(enqueued.elapsed().as_nanos() as u64 + 1, std::sync::atomic::Ordering::Relaxed);
     }
-    let objects = Bound::new(py, StartResponse::new(Responder::new(reply, Arc::clone(&ctx.outbox), ctx.io_timeout)))
+    let is_head = parts.method == Method::HEAD;
+    let responder = Responder::new(reply, Arc::clone(&ctx.outbox), ctx.io_timeout, is_head, body.clone());
+    let objects = Bound::new(py, StartResponse::new(responder))
         .and_then(|sr| {
             let input = match body {
                 None => ctx.empty_input.bind(py).clone(),
@@ -81,7 +83,7 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job:
     // allocate a new buffer (8 KiB) for the connection's next request. The environ holds all
     // the app can see of it, so let it go before the response does.
     drop(parts);
-    match serve(py, ctx, &environ, method == Method::HEAD, &start_response, trace.as_ref()) {
+    match serve(py, ctx, &environ, is_head, &start_response, trace.as_ref()) {
         Ok(()) => {}
         Err(Failure::ClientGone) => {
             tracing::debug!(method = %method, path = request_target(ctx, &environ), "client went away before the response was complete");
@@ -92,7 +94,7 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job:
                 BodyFailure::TooLarge => ctx.metrics.rejected(Rejection::BodyTooLarge),
                 BodyFailure::TimedOut => ctx.metrics.rejected(Rejection::BodyTimeout),
                 BodyFailure::Broken => ctx.metrics.rejected(Rejection::BadRequest),
-                BodyFailure::None => {}
+                BodyFailure::None | BodyFailure::Released => {}
             }
             report_app_error(py, start_response.get(), &method, &request_target(ctx, &environ), &err, failure);
         }
@@ -260,13 +262,9 @@ fn report_app_error(
     err: &PyErr,
     input_failure: BodyFailure,
 ) {
-    let (status, message) = match input_failure {
-        BodyFailure::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
-        BodyFailure::TimedOut => (StatusCode::REQUEST_TIMEOUT, "Timed out reading the request body"),
-        BodyFailure::Broken => (StatusCode::BAD_REQUEST, "Malformed or incomplete request body"),
-        BodyFailure::None => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
-    };
-    if input_failure == BodyFailure::None {
+    let failed_body = input_failure.response();
+    let (status, message) = failed_body.unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"));
+    if failed_body.is_none() {
         tracing::error!(method = %method, path, "application error: {}", pyerr::traceback(py, err));
     } else {
         tracing::warn!(method = %method, path, status = status.as_u16(), "{message}");

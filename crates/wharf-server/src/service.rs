@@ -5,22 +5,22 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::Poll;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
-use crate::access_log::{AccessLog, AccessRecord};
+use crate::access_log::{AccessLog, AccessRecord, RequestLine};
 use crate::control::{ControlClient, RecycleReason, WorkerMessage};
-use crate::exchange::{Job, JobTrace, Reply};
+use crate::exchange::{Job, JobTrace, Reply, ReplyBody};
 use crate::limits::{self, Limits};
 use crate::listener::Peer;
 use crate::metrics::{self, Rejection, WorkerMetrics};
 use crate::otel::{RequestSpan, Tracing};
 use crate::queue::{JobQueue, PushError};
-use crate::request_body::RequestBody;
+use crate::request_body::{RequestBody, Settled, SharedBody};
 use crate::response_body::{OnFinish, ResponseBody};
 
 /// What every connection of this process shares.
@@ -40,6 +40,8 @@ pub struct Shared {
     pub tracing: Option<Arc<Tracing>>,
     /// `--trace-query`: record `url.query` on spans.
     pub trace_query: bool,
+    /// `--io-timeout`: how long draining a request body the app left unread may take.
+    pub io_timeout: Duration,
 }
 
 impl Shared {
@@ -69,6 +71,11 @@ pub struct ConnState {
     reads_at_head_wait: AtomicU64,
     /// When a write started waiting for the client to read (ns since `epoch`), 0 if none.
     write_blocked_since: AtomicU64,
+    /// A response closed the connection with a request body still arriving: discard the rest
+    /// before closing the socket (see `server::LINGER`).
+    linger: AtomicBool,
+    /// The connection opened with an HTTP/2 preface, answered with 505.
+    h2_preface: AtomicBool,
     epoch: Instant,
 }
 
@@ -83,6 +90,8 @@ impl ConnState {
             head_wait_since: AtomicU64::new(1),
             reads_at_head_wait: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(0),
+            linger: AtomicBool::new(false),
+            h2_preface: AtomicBool::new(false),
             epoch: Instant::now(),
         }
     }
@@ -123,6 +132,23 @@ impl ConnState {
     fn start_head_wait(&self) {
         self.reads_at_head_wait.store(self.reads.load(Ordering::Relaxed), Ordering::Relaxed);
         self.head_wait_since.store(self.epoch.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
+    }
+
+    /// No byte was read on this connection yet.
+    pub fn first_read(&self) -> bool {
+        self.reads.load(Ordering::Relaxed) == 0
+    }
+
+    pub fn refuse_h2_preface(&self) {
+        self.h2_preface.store(true, Ordering::Relaxed);
+    }
+
+    pub fn refused_h2_preface(&self) -> bool {
+        self.h2_preface.load(Ordering::Relaxed)
+    }
+
+    pub fn wants_linger(&self) -> bool {
+        self.linger.load(Ordering::Relaxed)
     }
 
     pub fn write_blocked(&self) {
@@ -171,10 +197,21 @@ struct Finish {
     record: Option<AccessRecord>,
     /// The request's trace span and the queue wait the Python thread reports for it.
     span: Option<(RequestSpan, Arc<AtomicU64>)>,
+    /// A streamed response's request body, settled once the app is done with both.
+    body: Option<Arc<SharedBody>>,
+    version: http::Version,
 }
 
 impl OnFinish for Finish {
     fn finish(self: Box<Self>, bytes_sent: u64, completed: bool) {
+        if let Some(body) = &self.body {
+            // The head is out: an unread body that cannot be drained makes hyper close the
+            // connection after this response.
+            let conn = &self.in_flight.0;
+            if body.settle(conn.shared.io_timeout) == Settled::Close {
+                conn.linger.store(true, Ordering::Relaxed);
+            }
+        }
         if let Some((mut span, acquired)) = self.span {
             let waited = acquired.load(Ordering::Relaxed);
             if waited > 0 {
@@ -215,6 +252,13 @@ fn with_finish(mut response: Response<ResponseBody>, status: StatusCode, mut fin
         // closing idle connections under its feet, is what makes draining lose nothing.
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    let closes = response.headers().get(header::CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    if closes && finish.version == http::Version::HTTP_10 {
+        // hyper answers an HTTP/1.0 keep-alive request with `keep-alive` appended to the
+        // Connection header of a 1.1-versioned response, even after `close`; a 1.0 response
+        // is how it learns that this connection ends.
+        *response.version_mut() = http::Version::HTTP_10;
+    }
     let (parts, body) = response.into_parts();
     let body = body.with_finish(Box::new(finish));
     Response::from_parts(parts, body)
@@ -235,9 +279,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
     let record = shared.access_log.as_ref().map(|log| AccessRecord {
         log: log.clone(),
         remote: conn.peer.remote,
-        method: parts.method.clone(),
-        target: parts.uri.to_string(),
-        version: parts.version,
+        request: Some(RequestLine { method: parts.method.clone(), target: parts.uri.to_string(), version: parts.version }),
         status: 0,
         referer: header_string(&parts, header::REFERER),
         user_agent: header_string(&parts, header::USER_AGENT),
@@ -245,13 +287,15 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
         started_wall: SystemTime::now(),
         trace_id: trace.as_ref().and_then(|t| t.traceparent.split('-').nth(1)).map(str::to_owned),
     });
-    let finish = Finish {
+    let mut finish = Finish {
         in_flight: InFlight::enter(&conn),
         method: metrics::method_index(&parts.method),
         status: 0,
         started: arrived,
         record,
         span: span.zip(trace.as_ref().map(|t| Arc::clone(&t.acquired))),
+        body: None,
+        version: parts.version,
     };
 
     if let Err(rejection) = limits::check(&parts, &shared.limits) {
@@ -261,6 +305,9 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
             _ => Rejection::BadRequest,
         });
         tracing::info!(status = rejection.status.as_u16(), peer = ?conn.peer.remote, "rejected request: {}", rejection.reason);
+        if limits::has_body(&parts.headers) {
+            conn.linger.store(true, Ordering::Relaxed);
+        }
         return Ok(respond(rejection.status, rejection.reason, true, finish));
     }
     let body = if limits::has_body(&parts.headers) {
@@ -270,7 +317,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
             Poll::Ready(())
         })
         .await;
-        Some(body)
+        Some(Arc::new(SharedBody::new(body, &parts.headers)))
     } else {
         None
     };
@@ -281,13 +328,16 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
     } else {
         (None, None)
     };
-    let job = Job { parts, body, peer: Arc::clone(&conn.peer), reply: reply_tx, expire, enqueued: arrived, trace };
+    let version = parts.version;
+    let job = Job { parts, body: body.clone(), peer: Arc::clone(&conn.peer), reply: reply_tx, expire, enqueued: arrived, trace };
     match shared.queue.push(job) {
         Ok(()) => {}
-        Err(PushError::Full(_)) => {
+        Err(PushError::Full(job)) => {
+            drop(job);
             shared.metrics.rejected(Rejection::QueueFull);
             tracing::warn!("request queue full: answering 503");
-            return Ok(respond(StatusCode::SERVICE_UNAVAILABLE, "Server busy, try again", false, finish));
+            let close = settle(body.as_deref(), &conn);
+            return Ok(respond(StatusCode::SERVICE_UNAVAILABLE, "Server busy, try again", close, finish));
         }
         Err(PushError::Closed(_)) => {
             shared.metrics.rejected(Rejection::ShuttingDown);
@@ -311,11 +361,35 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
         return Ok(respond(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", true, finish));
     };
     let status = reply.status;
+    // Decided now, whatever Python objects still hold `wsgi.input`: a complete reply means the
+    // app is done with the body. A stream's app may still read it, so that waits for its end.
+    let close = match &reply.body {
+        ReplyBody::Full(_) => settle(body.as_deref(), &conn),
+        ReplyBody::Stream(_) => {
+            finish.body = body;
+            // HTTP/1.0 has no chunked coding: a body of unknown length ends with the
+            // connection, and the head must say so rather than promise keep-alive.
+            version == http::Version::HTTP_10 && !reply.headers.contains_key(header::CONTENT_LENGTH)
+        }
+    };
     let mut response = Response::new(ResponseBody::new(reply.body));
     *response.status_mut() = reply.status;
     *response.headers_mut() = reply.headers;
+    if close {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(reason) = reply.reason {
         response.extensions_mut().insert(reason);
     }
     Ok(with_finish(response, status, finish))
+}
+
+/// Settles the request body of a response about to go out; true when the response must close
+/// the connection (the socket then lingers to take the rest of the body).
+fn settle(body: Option<&SharedBody>, conn: &ConnState) -> bool {
+    let close = body.is_some_and(|body| body.settle(conn.shared.io_timeout) == Settled::Close);
+    if close {
+        conn.linger.store(true, Ordering::Relaxed);
+    }
+    close
 }

@@ -243,6 +243,7 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
                 metrics: Arc::clone(&metrics),
                 tracing: otel.clone(),
                 trace_query: config.trace_query,
+                io_timeout: config.io_timeout,
             });
             tokio::spawn(async move { outbox.deliver().await });
             if let Some(dog) = watchdog {
