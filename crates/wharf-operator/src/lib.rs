@@ -1,5 +1,6 @@
 //! wharf-operator: reconciles `WsgiApp` resources into Deployments, Services, HPAs and PDBs.
 
+pub mod autoscale;
 pub mod cli;
 pub mod controller;
 pub mod crd;
