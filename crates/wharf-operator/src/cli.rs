@@ -25,6 +25,8 @@ pub enum Command {
     Run(RunArgs),
     /// Print the WsgiApp CustomResourceDefinition as YAML.
     Crd,
+    /// Run the concurrency autoscaler's scrape and decision on JSON ticks from stdin (bench/autoscale.py).
+    AutoscaleSim(crate::autoscale::sim::SimArgs),
 }
 
 #[derive(Debug, Clone, Args)]

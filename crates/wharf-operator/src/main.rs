@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use wharf_operator::cli::{Cli, Command, RunArgs};
 use wharf_operator::error::Error;
-use wharf_operator::{controller, crd_yaml, telemetry};
+use wharf_operator::{autoscale, controller, crd_yaml, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -18,6 +18,13 @@ async fn main() -> ExitCode {
             }
         },
         Some(Command::Run(args)) => run(args).await,
+        Some(Command::AutoscaleSim(args)) => match autoscale::sim::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("wharf-operator autoscale-sim: {error}");
+                ExitCode::FAILURE
+            }
+        },
         None => run(cli.run).await,
     }
 }

@@ -4,4 +4,6 @@
 //! `decide` is the pure decision (golden rules in its tests); `window` its memory.
 
 pub mod decide;
+pub mod scrape;
+pub mod sim;
 mod window;
