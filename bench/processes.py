@@ -35,6 +35,18 @@ def _stat_fields(pid: int) -> list[str]:
     return stat[stat.rfind(")") + 2:].split()
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every live process in a process group."""
+    ticks = 0
+    for pid in _group_members(pgid):
+        try:
+            fields = _stat_fields(pid)
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks / _TICKS_PER_SECOND
+
+
 def cpu_busy_seconds(cpu: int) -> float:
     """Non-idle time one CPU has spent since boot, for every process together (from /proc/stat)."""
     for line in Path("/proc/stat").read_text().splitlines():
@@ -97,14 +109,7 @@ class ServerProcess:
         return max(workers, default=0)
 
     def cpu_seconds(self) -> float:
-        ticks = 0
-        for pid in _group_members(self.pgid):
-            try:
-                fields = _stat_fields(pid)
-                ticks += int(fields[11]) + int(fields[12])
-            except (OSError, IndexError, ValueError):
-                continue
-        return ticks / _TICKS_PER_SECOND
+        return group_cpu_seconds(self.pgid)
 
     def cpu_affinity(self) -> dict[str, int]:
         """Allowed-CPU lists of all the group's threads, with how many threads have each."""

@@ -4,9 +4,10 @@
 //! apiserver rejects bad specs at admission time; [`WsgiAppSpec::check`] repeats the few rules the
 //! reconciler depends on, for objects stored before a rule existed.
 
+mod autoscaling;
+
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
 use k8s_openapi::api::core::v1::{
     Affinity, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext,
     ResourceRequirements, SecurityContext, Toleration, TopologySpreadConstraint,
@@ -16,6 +17,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use autoscaling::{AutoscalingMetric, AutoscalingSpec, AutoscalingStatus};
 
 /// Python `module:attribute` (dotted names on both sides), the shape `wharf APP` accepts.
 pub const APP_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$";
@@ -37,6 +40,11 @@ pub const RATIO_PATTERN: &str = r"^(0(\.[0-9]{1,6})?|1(\.0{1,6})?)$";
     namespaced,
     cel,
     status = "WsgiAppStatus",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     derive = "PartialEq",
     doc = "A Python WSGI application served by wharf",
     printcolumn(
@@ -58,10 +66,10 @@ pub const RATIO_PATTERN: &str = r"^(0(\.[0-9]{1,6})?|1(\.0{1,6})?)$";
     )
 )]
 #[x_kube(
-    validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))")
-        .message("set either replicas or autoscaling, not both")
+    validation = Rule::new("!(has(self.replicas) && has(self.autoscaling)) || self.autoscaling.metric == 'External'")
+        .message("set either replicas or autoscaling, not both (only autoscaling.metric External takes replicas, through the scale subresource)")
         .reason(kube::core::Reason::FieldValueForbidden),
-    validation = Rule::new("!has(self.autoscaling) || (has(self.resources) && has(self.resources.requests) && 'cpu' in self.resources.requests)")
+    validation = Rule::new("!has(self.autoscaling) || self.autoscaling.metric != 'CPU' || (has(self.resources) && has(self.resources.requests) && 'cpu' in self.resources.requests)")
         .message("autoscaling on CPU utilization needs resources.requests.cpu")
         .field_path(".resources"),
 )]
@@ -94,11 +102,12 @@ pub struct WsgiAppSpec {
     /// wharf server settings.
     #[serde(default)]
     pub server: ServerSpec,
-    /// Fixed number of pods; leave unset when `autoscaling` is set. Defaults to 1.
+    /// Fixed number of pods; with `autoscaling.metric: External` the count the external autoscaler
+    /// wrote through the scale subresource. Unset: the Deployment's current count (1 for a new one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
-    /// Horizontal autoscaling on CPU utilization; the HorizontalPodAutoscaler then owns the replica count.
+    /// Horizontal autoscaling; see `metric` for who then owns the replica count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
     /// Compute resources of the application container.
@@ -237,35 +246,6 @@ impl Default for ServerSpec {
     }
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
-    .message("minReplicas must not exceed maxReplicas")
-    .field_path(".minReplicas"))]
-#[serde(rename_all = "camelCase")]
-pub struct AutoscalingSpec {
-    #[serde(default = "default_min_replicas")]
-    #[schemars(range(min = 1))]
-    pub min_replicas: i32,
-    #[schemars(range(min = 1))]
-    pub max_replicas: i32,
-    #[serde(
-        rename = "targetCPUUtilizationPercentage",
-        default = "default_cpu_target"
-    )]
-    #[schemars(range(min = 1, max = 100))]
-    pub target_cpu_utilization_percentage: i32,
-    /// Passed through to the HorizontalPodAutoscaler's `spec.behavior`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub behavior: Option<HorizontalPodAutoscalerBehavior>,
-}
-
-fn default_min_replicas() -> i32 {
-    1
-}
-fn default_cpu_target() -> i32 {
-    80
-}
-
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSpec {
@@ -379,6 +359,12 @@ pub struct WsgiAppStatus {
     /// Pods of the current Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
+    /// Label selector of the pods, for the scale subresource (HPA, KEDA, `kubectl scale`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The concurrency autoscaler's last observation and decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
     /// Pods passing their readiness probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
@@ -410,7 +396,12 @@ impl WsgiAppSpec {
     /// Rules the renderer relies on; the CRD enforces them too, but objects stored under an older CRD
     /// may not satisfy them.
     pub fn check(&self, default_injector_image: Option<&str>) -> Result<(), SpecError> {
-        if self.replicas.is_some() && self.autoscaling.is_some() {
+        if self.replicas.is_some()
+            && self
+                .autoscaling
+                .as_ref()
+                .is_some_and(|a| a.metric != AutoscalingMetric::External)
+        {
             return Err(SpecError::ReplicasAndAutoscaling);
         }
         if let Some(a) = &self.autoscaling

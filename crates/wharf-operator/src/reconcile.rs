@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::autoscale::{self, handover};
 use crate::crd::{Runtime, WsgiApp, WsgiAppStatus};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -116,19 +117,28 @@ pub fn error_policy(app: Arc<WsgiApp>, _error: &Error, ctx: Arc<Context>) -> Act
 }
 
 async fn apply_all(app: &WsgiApp, ctx: &Context) -> Result<Action, Error> {
-    let children = render::render(app, &ctx.render).map_err(|source| Error::Render {
+    let render_error = |source| Error::Render {
         app: render::display_name(app),
         source,
-    })?;
+    };
+    // A spec the renderer refuses is reported before any API call.
+    render::render(app, &ctx.render).map_err(render_error)?;
     let name = app.name_any();
-    let namespace = children
-        .deployment
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_default();
+    let namespace = app.namespace().unwrap_or_default();
+    let existing = autoscale::scale::existing(&ctx.client, &namespace, &name).await?;
+    let current = existing
+        .as_ref()
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.replicas);
+    let children = render::render_over(app, &ctx.render, current).map_err(render_error)?;
     let uid = app.uid().unwrap_or_default();
 
+    if let Some(pinned) = existing
+        .as_ref()
+        .and_then(|d| handover::pin_before_release(d, children.deployment.spec.as_ref()?.replicas))
+    {
+        autoscale::scale::write_replicas(&ctx.client, &namespace, &name, pinned).await?;
+    }
     let deployment = apply(&ctx.client, &namespace, &children.deployment).await?;
     apply(&ctx.client, &namespace, &children.service).await?;
     match &children.hpa {
@@ -157,7 +167,7 @@ async fn apply_all(app: &WsgiApp, ctx: &Context) -> Result<Action, Error> {
     };
 
     let previous = app.status.clone().unwrap_or_default();
-    let status = status::compute(&Observed {
+    let mut status = status::compute(&Observed {
         generation: app.metadata.generation,
         deployment: Some(&deployment),
         pods: &pods,
@@ -183,6 +193,7 @@ async fn apply_all(app: &WsgiApp, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
+    status.selector = Some(labels::selector_query(&name));
     let settled = status::is_settled(&status);
     patch_status(&ctx.client, app, &status).await?;
     Ok(Action::requeue(if settled {

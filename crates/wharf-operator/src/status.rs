@@ -114,6 +114,7 @@ pub fn compute(o: &Observed) -> WsgiAppStatus {
                 degraded_message,
             ),
         ],
+        ..WsgiAppStatus::default()
     }
 }
 

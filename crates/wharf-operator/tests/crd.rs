@@ -56,12 +56,30 @@ fn valid_specs_pass_every_rule() {
         with(
             base(),
             "autoscaling",
-            json!({"minReplicas": 2, "maxReplicas": 5}),
+            json!({"metric": "CPU", "minReplicas": 2, "maxReplicas": 5}),
         ),
         "resources",
         json!({"requests": {"cpu": "100m"}}),
     );
     assert_eq!(violations(autoscaled), Vec::<String>::new());
+    // Concurrency (the default) needs no CPU request; External takes replicas from the scale
+    // subresource.
+    assert_eq!(
+        violations(with(
+            base(),
+            "autoscaling",
+            json!({"maxReplicas": 5, "scaleDownDelaySeconds": 30, "panicWindowSeconds": 3}),
+        )),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        violations(with(
+            with(base(), "replicas", json!(4)),
+            "autoscaling",
+            json!({"metric": "External", "maxReplicas": 5}),
+        )),
+        Vec::<String>::new()
+    );
     let tracing = with(
         base(),
         "tracing",
@@ -108,8 +126,36 @@ fn each_rule_rejects_its_case() {
             "minReplicas must not exceed maxReplicas",
         ),
         (
-            with(base(), "autoscaling", json!({"maxReplicas": 3})),
+            with(
+                base(),
+                "autoscaling",
+                json!({"metric": "CPU", "maxReplicas": 3}),
+            ),
             "resources.requests.cpu",
+        ),
+        (
+            with(
+                with(base(), "replicas", json!(2)),
+                "autoscaling",
+                json!({"maxReplicas": 3}),
+            ),
+            "either replicas or autoscaling",
+        ),
+        (
+            with(
+                base(),
+                "autoscaling",
+                json!({"maxReplicas": 3, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}}),
+            ),
+            "applies to metric CPU only",
+        ),
+        (
+            with(
+                base(),
+                "autoscaling",
+                json!({"maxReplicas": 3, "panicWindowSeconds": 30, "scaleDownDelaySeconds": 20}),
+            ),
+            "panicWindowSeconds must not exceed",
         ),
         (
             with(base(), "server", json!({"port": 9000})),

@@ -4,6 +4,8 @@
 //! `decide` is the pure decision (golden rules in its tests); `window` its memory.
 
 pub mod decide;
+pub mod handover;
+pub mod scale;
 pub mod scrape;
 pub mod sim;
 mod window;

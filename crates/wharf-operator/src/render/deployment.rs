@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
 use super::{Target, labels, object_meta, runtime};
+use crate::autoscale::handover;
 use crate::crd::{Runtime, TracingSpec};
 
 pub const CONTAINER: &str = "wharf";
@@ -29,13 +30,8 @@ pub fn render(t: &Target) -> Deployment {
     Deployment {
         metadata: object_meta(t),
         spec: Some(DeploymentSpec {
-            // With autoscaling the HPA owns spec.replicas; setting it here would fight the HPA on
-            // every reconcile.
-            replicas: if spec.autoscaling.is_some() {
-                None
-            } else {
-                Some(spec.replicas.unwrap_or(1))
-            },
+            // With autoscaling another owner has spec.replicas; setting it here would fight it.
+            replicas: handover::deployment_replicas(spec, t.current_replicas),
             selector: LabelSelector {
                 match_labels: Some(labels::selector(t.name)),
                 ..LabelSelector::default()

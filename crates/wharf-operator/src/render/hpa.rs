@@ -6,10 +6,16 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 
 use super::{Target, object_meta};
+use crate::crd::AutoscalingMetric;
 
-/// `None` when autoscaling is off, meaning an existing HPA must be deleted.
+/// `None` unless autoscaling on CPU, meaning an existing HPA must be deleted.
 pub fn render(t: &Target) -> Option<HorizontalPodAutoscaler> {
-    let autoscaling = t.app.spec.autoscaling.as_ref()?;
+    let autoscaling = t
+        .app
+        .spec
+        .autoscaling
+        .as_ref()
+        .filter(|a| a.metric == AutoscalingMetric::Cpu)?;
     Some(HorizontalPodAutoscaler {
         metadata: object_meta(t),
         spec: Some(HorizontalPodAutoscalerSpec {

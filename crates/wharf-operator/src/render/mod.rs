@@ -50,6 +50,8 @@ pub struct Target<'a> {
     pub namespace: &'a str,
     pub owner: OwnerReference,
     pub config: &'a RenderConfig,
+    /// `spec.replicas` of the existing Deployment, so a change of replica owner keeps the pods.
+    pub current_replicas: Option<i32>,
 }
 
 impl<'a> Target<'a> {
@@ -73,13 +75,24 @@ impl<'a> Target<'a> {
             namespace,
             owner,
             config,
+            current_replicas: None,
         })
     }
 }
 
 pub fn render(app: &WsgiApp, config: &RenderConfig) -> Result<Children, RenderError> {
+    render_over(app, config, None)
+}
+
+/// [`render`] for an app whose Deployment exists with `current_replicas`.
+pub fn render_over(
+    app: &WsgiApp,
+    config: &RenderConfig,
+    current_replicas: Option<i32>,
+) -> Result<Children, RenderError> {
     app.spec.check(config.default_injector_image.as_deref())?;
-    let target = Target::new(app, config)?;
+    let mut target = Target::new(app, config)?;
+    target.current_replicas = current_replicas;
     Ok(Children {
         deployment: deployment::render(&target),
         service: service::render(&target),
