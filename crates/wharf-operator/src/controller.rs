@@ -13,6 +13,7 @@ use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
+use crate::autoscale::task::Autoscalers;
 use crate::cli::RunArgs;
 use crate::crd::WsgiApp;
 use crate::error::Error;
@@ -75,14 +76,25 @@ async fn control(
         controller: labels::MANAGER.to_owned(),
         instance: args.identity.clone(),
     };
-    let ctx = Arc::new(Context::new(
+    let recorder = Recorder::new(client.clone(), reporter);
+    // Lives as long as this function, which runs only while this replica leads.
+    let autoscalers = Autoscalers::start(
         client.clone(),
-        RenderConfig {
-            default_injector_image: args.injector_image.clone(),
-        },
-        Recorder::new(client.clone(), reporter),
-        metrics,
-    ));
+        args.namespace.as_deref(),
+        recorder.clone(),
+        metrics.clone(),
+    );
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            RenderConfig {
+                default_injector_image: args.injector_image.clone(),
+            },
+            recorder,
+            metrics,
+        )
+        .with_autoscalers(autoscalers),
+    );
     // Only our own children are watched, which keeps the caches small on busy clusters.
     let owned =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));

@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::autoscale::metrics::AutoscalerMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub reason: String,
@@ -20,6 +22,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
     leader: Gauge,
+    pub autoscaler: AutoscalerMetrics,
 }
 
 impl Default for Metrics {
@@ -50,8 +53,11 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let autoscaler = AutoscalerMetrics::default();
+        autoscaler.register(&mut registry);
         Metrics {
             registry,
+            autoscaler,
             reconciles,
             errors,
             duration,

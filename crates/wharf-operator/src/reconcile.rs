@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::autoscale::task::Autoscalers;
 use crate::autoscale::{self, handover};
 use crate::crd::{Runtime, WsgiApp, WsgiAppStatus};
 use crate::error::Error;
@@ -40,6 +41,8 @@ pub struct Context {
     pub render: RenderConfig,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// The concurrency autoscalers; `None` where no autoscaling runs (tests of the reconciler).
+    autoscalers: Option<Autoscalers>,
     /// Consecutive failures per WsgiApp, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<WsgiApp>, u32>>,
 }
@@ -56,8 +59,16 @@ impl Context {
             render,
             recorder,
             metrics,
+            autoscalers: None,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Runs a concurrency autoscaler for each WsgiApp in `Concurrency` mode; dropping the context
+    /// stops them all.
+    pub fn with_autoscalers(mut self, autoscalers: Autoscalers) -> Self {
+        self.autoscalers = Some(autoscalers);
+        self
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<WsgiApp>, u32>> {
@@ -140,6 +151,9 @@ async fn apply_all(app: &WsgiApp, ctx: &Context) -> Result<Action, Error> {
         autoscale::scale::write_replicas(&ctx.client, &namespace, &name, pinned).await?;
     }
     let deployment = apply(&ctx.client, &namespace, &children.deployment).await?;
+    if let Some(autoscalers) = &ctx.autoscalers {
+        autoscalers.sync(app);
+    }
     apply(&ctx.client, &namespace, &children.service).await?;
     match &children.hpa {
         Some(hpa) => drop(apply(&ctx.client, &namespace, hpa).await?),

@@ -450,3 +450,115 @@ async fn unsupported_python_in_injected_mode_degrades_the_app() {
     );
     assert_eq!(event_reasons(&calls), vec!["Warning:RuntimeUnsupported"]);
 }
+
+/// An API server where Deployment `hello` exists with `replicas`, its `spec.replicas` owned by
+/// `owner` (as in `metadata.managedFields`).
+fn existing_deployment(replicas: i32, owner: &'static str) -> Responder {
+    Arc::new(move |call: &Call| {
+        if call.method == Method::GET && call.path.ends_with("/deployments/hello") {
+            return (
+                StatusCode::OK,
+                json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "hello", "namespace": "default", "managedFields": [{
+                        "manager": owner, "operation": "Apply", "apiVersion": "apps/v1",
+                        "fieldsType": "FieldsV1",
+                        "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}},
+                    }]},
+                    "spec": {"replicas": replicas, "selector": {}, "template": {}},
+                }),
+            );
+        }
+        echo(call)
+    })
+}
+
+fn deployment_patches(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| c.is(&Method::PATCH, "/deployments/hello"))
+        .collect()
+}
+
+fn with_autoscaling(autoscaling: Value) -> WsgiApp {
+    let mut app = example("minimal");
+    app.spec.autoscaling = Some(serde_json::from_value(autoscaling).expect("autoscaling"));
+    app
+}
+
+#[tokio::test]
+async fn turning_autoscaling_on_hands_the_current_count_over_before_letting_go() {
+    for autoscaling in [
+        json!({"maxReplicas": 8}),
+        json!({"metric": "CPU", "maxReplicas": 8}),
+        json!({"metric": "External", "maxReplicas": 8}),
+    ] {
+        let api = mock(existing_deployment(4, "wharf-operator"));
+        let app = with_autoscaling(autoscaling.clone());
+        reconcile::reconcile(Arc::new(app), api.ctx.clone())
+            .await
+            .expect("reconciles");
+        let calls = api.calls();
+        let patches = deployment_patches(&calls);
+        assert_eq!(patches.len(), 2, "{autoscaling}: {patches:#?}");
+        // First the autoscaler's manager takes the field at the current count ...
+        assert!(
+            patches[0].query.contains("fieldManager=wharf-autoscaler"),
+            "{patches:#?}"
+        );
+        assert_eq!(patches[0].body["spec"], json!({"replicas": 4}));
+        // ... then the operator applies the Deployment without it, so it is not removed.
+        assert!(patches[1].query.contains("fieldManager=wharf-operator"));
+        assert!(
+            patches[1].body["spec"].get("replicas").is_none(),
+            "{autoscaling}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_hand_over_when_someone_else_already_owns_the_count() {
+    let api = mock(existing_deployment(5, "kube-controller-manager"));
+    let app = with_autoscaling(json!({"metric": "CPU", "maxReplicas": 8}));
+    reconcile::reconcile(Arc::new(app), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    let patches = deployment_patches(&calls);
+    assert_eq!(patches.len(), 1, "{patches:#?}");
+    assert!(patches[0].body["spec"].get("replicas").is_none());
+}
+
+#[tokio::test]
+async fn turning_autoscaling_off_keeps_the_current_count() {
+    let api = mock(existing_deployment(3, "wharf-autoscaler"));
+    let app = example("minimal");
+    assert!(app.spec.replicas.is_none() && app.spec.autoscaling.is_none());
+    reconcile::reconcile(Arc::new(app), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    let patches = deployment_patches(&calls);
+    assert_eq!(patches.len(), 1, "{patches:#?}");
+    assert_eq!(patches[0].body["spec"]["replicas"], 3, "not the default 1");
+    assert!(patches[0].query.contains("force=true"));
+}
+
+#[tokio::test]
+async fn external_mirrors_the_count_written_through_the_scale_subresource() {
+    let api = mock(existing_deployment(2, "wharf-operator"));
+    let mut app = with_autoscaling(json!({"metric": "External", "maxReplicas": 8}));
+    app.spec.replicas = Some(6);
+    reconcile::reconcile(Arc::new(app), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    let patches = deployment_patches(&calls);
+    assert_eq!(patches.len(), 1, "{patches:#?}");
+    assert_eq!(patches[0].body["spec"]["replicas"], 6);
+    // The scale subresource reads its selector from the status.
+    assert_eq!(
+        status_patch(&calls, "hello").body["status"]["selector"],
+        "app.kubernetes.io/instance=hello,app.kubernetes.io/name=hello"
+    );
+}

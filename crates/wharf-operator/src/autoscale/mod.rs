@@ -5,7 +5,10 @@
 
 pub mod decide;
 pub mod handover;
+pub mod metrics;
+pub mod pods;
 pub mod scale;
 pub mod scrape;
 pub mod sim;
+pub mod task;
 mod window;
