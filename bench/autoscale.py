@@ -566,7 +566,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--low", type=int, default=None, help="clients outside bursts (default 10, smoke 2)")
     p.add_argument("--high", type=int, default=None, help="clients during bursts (default 200, smoke 40)")
     p.add_argument("--threads", type=int, default=None, help="Python threads per pod (default 32, smoke 8)")
-    p.add_argument("--queue-size", type=int, default=32, help="wharf --queue-size per pod; beyond it: 503")
+    p.add_argument("--queue-size", type=int, default=1024,
+                   help="wharf --queue-size per pod (default: wharf's own, as the operator deploys it); beyond it: 503")
     p.add_argument("--startup-delay", type=float, default=1.0, help="seconds before a started pod may be ready")
     p.add_argument("--target-utilization", type=int, default=70)
     p.add_argument("--scale-down-delay", type=int, default=10,

@@ -106,3 +106,34 @@ impl AutoscalerMetrics {
         self.panic.remove(&app);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::decide::Reason;
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn a_scale_up_shows_per_app_and_forget_drops_the_gauges() {
+        let m = Metrics::default();
+        let decision = Decision {
+            desired: 9,
+            mode: Mode::Panic,
+            reason: Reason::PanicBurst,
+            load: Some(188.0),
+            capacity: Some(96.0),
+        };
+        m.autoscaler.observe("web", "shop", &decision, 3);
+        let text = m.encode();
+        for line in [
+            "wharf_operator_autoscaler_desired_replicas{namespace=\"web\",name=\"shop\"} 9",
+            "wharf_operator_autoscaler_observed_load{namespace=\"web\",name=\"shop\"} 188.0",
+            "wharf_operator_autoscaler_panic{namespace=\"web\",name=\"shop\"} 1",
+            "wharf_operator_autoscaler_scales_total{namespace=\"web\",name=\"shop\",direction=\"up\",reason=\"PanicBurst\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        m.autoscaler.forget("web", "shop");
+        assert!(!m.encode().contains("desired_replicas{"));
+    }
+}
