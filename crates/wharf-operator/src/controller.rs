@@ -12,12 +12,13 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use crate::cli::RunArgs;
 use crate::crd::WsgiApp;
 use crate::error::Error;
 use crate::http::{self, Health};
-use crate::leader;
+use crate::leader::{self, Elector, Gate, Timing};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context};
 use crate::render::{RenderConfig, labels};
@@ -37,31 +38,69 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         .map_err(|e| Error::Client(Box::new(e)))?;
     health.set_ready(true);
 
-    let result = if args.leader_election {
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.send_replace(true);
+    });
+    if args.leader_election {
         let namespace = args
             .lease_namespace
             .clone()
             .or_else(|| args.namespace.clone())
             .unwrap_or_else(|| "default".to_owned());
-        let mut leadership = tokio::select! {
-            leadership = leader::acquire(client.clone(), &args.lease_name, &namespace, args.identity.as_deref()) => leadership?,
-            () = shutdown_signal() => return Ok(()),
-        };
-        metrics.set_leader(true);
-        let result = tokio::select! {
-            () = control(client, &args, metrics.clone(), shutdown_signal()) => Ok(()),
-            () = leadership.lost() => Err(Error::LostLease),
-        };
-        metrics.set_leader(false);
-        leadership.release().await;
-        result
+        let identity = args
+            .identity
+            .clone()
+            .unwrap_or_else(leader::random_identity);
+        let elector = Elector::spawn(
+            Api::namespaced(client.clone(), &namespace),
+            &args.lease_name,
+            &identity,
+            Timing::default(),
+        );
+        lead(client, &args, &metrics, elector.gate(), stopping).await;
+        elector.shutdown().await;
     } else {
         metrics.set_leader(true);
-        control(client, &args, metrics, shutdown_signal()).await;
-        Ok(())
-    };
+        control(
+            client,
+            &args,
+            metrics,
+            Gate::always_open(),
+            stopped(stopping),
+        )
+        .await;
+    }
     server.abort();
-    result
+    Ok(())
+}
+
+/// Runs the controller during each term of leadership, until shutdown. A lost term drops the
+/// controller at once (in-flight reconciles are cancelled; their writes were gated anyway).
+async fn lead(
+    client: Client,
+    args: &RunArgs,
+    metrics: &Arc<Metrics>,
+    mut gate: Gate,
+    stopping: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = gate.opened() => {}
+            () = stopped(stopping.clone()) => return,
+        }
+        metrics.set_leader(true);
+        let shutdown = stopped(stopping.clone());
+        let finished = tokio::select! {
+            () = control(client.clone(), args, metrics.clone(), gate.clone(), shutdown) => true,
+            () = gate.closed() => false,
+        };
+        metrics.set_leader(false);
+        if finished {
+            return;
+        }
+    }
 }
 
 /// Runs the controller until `shutdown` resolves and in-flight reconciles finish.
@@ -69,6 +108,7 @@ async fn control(
     client: Client,
     args: &RunArgs,
     metrics: Arc<Metrics>,
+    gate: Gate,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let reporter = Reporter {
@@ -82,6 +122,7 @@ async fn control(
         },
         Recorder::new(client.clone(), reporter),
         metrics,
+        gate,
     ));
     // Only our own children are watched, which keeps the caches small on busy clusters.
     let owned =
@@ -118,6 +159,12 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// Resolves once shutdown was requested.
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    // An error means the signal task is gone, which only happens after it sent `true`.
+    let _ = stopping.wait_for(|stop| *stop).await;
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C.

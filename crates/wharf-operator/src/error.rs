@@ -23,10 +23,8 @@ pub enum Error {
     Client(#[source] Box<kube::Error>),
     #[error("cannot load the Kubernetes client configuration: {0}")]
     Config(#[source] kube::config::InferConfigError),
-    #[error("leader election failed: {0}")]
-    Lease(#[from] kube_lease_manager::LeaseManagerError),
-    #[error("lost the leader lease; exiting so another replica takes over")]
-    LostLease,
+    #[error("not the leader any more; writes stopped")]
+    NotLeader,
     #[error("cannot serve {what} on {addr}: {source}")]
     Listen {
         what: &'static str,
@@ -66,6 +64,7 @@ impl Error {
             | (_, Some(422)) => "InvalidSpec",
             (_, Some(409)) => "Conflict",
             (_, Some(403)) => "Forbidden",
+            (Error::NotLeader, _) => "NotLeader",
             _ => "ReconcileFailed",
         }
     }

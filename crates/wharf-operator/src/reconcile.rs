@@ -21,6 +21,7 @@ use serde_json::json;
 
 use crate::crd::{Runtime, WsgiApp, WsgiAppStatus};
 use crate::error::Error;
+use crate::leader::Gate;
 use crate::metrics::Metrics;
 use crate::render::{self, RenderConfig, labels};
 use crate::status::{self, Failure, Observed};
@@ -39,6 +40,8 @@ pub struct Context {
     pub render: RenderConfig,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Closed when this replica is not (or no longer) the leader: no write may start then.
+    gate: Gate,
     /// Consecutive failures per WsgiApp, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<WsgiApp>, u32>>,
 }
@@ -49,12 +52,14 @@ impl Context {
         render: RenderConfig,
         recorder: Recorder,
         metrics: Arc<Metrics>,
+        gate: Gate,
     ) -> Self {
         Context {
             client,
             render,
             recorder,
             metrics,
+            gate,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -79,6 +84,15 @@ impl Context {
     fn succeeded(&self, app: &WsgiApp) {
         self.failures().remove(&ObjectRef::from(app));
     }
+
+    /// Checked before every write, so a replica whose leadership ended never starts one.
+    fn may_write(&self) -> Result<(), Error> {
+        if self.gate.is_open() {
+            Ok(())
+        } else {
+            Err(Error::NotLeader)
+        }
+    }
 }
 
 /// Entry point used by the controller: one span per reconcile, metrics, and failure reporting.
@@ -91,6 +105,8 @@ pub async fn reconcile(app: Arc<WsgiApp>, ctx: Arc<Context>) -> Result<Action, E
             ctx.succeeded(&app);
             Ok(action)
         }
+        // Nothing may be written, not even the failure.
+        Err(Error::NotLeader) => Err(Error::NotLeader),
         Err(error) if error.is_permanent() => {
             tracing::warn!(%error, "spec cannot be applied; waiting for it to change");
             report_failure(&app, &ctx, &error).await;
@@ -129,17 +145,15 @@ async fn apply_all(app: &WsgiApp, ctx: &Context) -> Result<Action, Error> {
         .unwrap_or_default();
     let uid = app.uid().unwrap_or_default();
 
-    let deployment = apply(&ctx.client, &namespace, &children.deployment).await?;
-    apply(&ctx.client, &namespace, &children.service).await?;
+    let deployment = apply(ctx, &namespace, &children.deployment).await?;
+    apply(ctx, &namespace, &children.service).await?;
     match &children.hpa {
-        Some(hpa) => drop(apply(&ctx.client, &namespace, hpa).await?),
-        None => {
-            delete_owned::<HorizontalPodAutoscaler>(&ctx.client, &namespace, &name, &uid).await?
-        }
+        Some(hpa) => drop(apply(ctx, &namespace, hpa).await?),
+        None => delete_owned::<HorizontalPodAutoscaler>(ctx, &namespace, &name, &uid).await?,
     }
     match &children.pdb {
-        Some(pdb) => drop(apply(&ctx.client, &namespace, pdb).await?),
-        None => delete_owned::<PodDisruptionBudget>(&ctx.client, &namespace, &name, &uid).await?,
+        Some(pdb) => drop(apply(ctx, &namespace, pdb).await?),
+        None => delete_owned::<PodDisruptionBudget>(ctx, &namespace, &name, &uid).await?,
     }
 
     // Only the injected runtime leaves a verdict in the termination log worth reading.
@@ -184,7 +198,7 @@ async fn apply_all(app: &WsgiApp, ctx: &Context) -> Result<Action, Error> {
         .await;
     }
     let settled = status::is_settled(&status);
-    patch_status(&ctx.client, app, &status).await?;
+    patch_status(ctx, app, &status).await?;
     Ok(Action::requeue(if settled {
         SETTLED_REQUEUE
     } else {
@@ -194,7 +208,7 @@ async fn apply_all(app: &WsgiApp, ctx: &Context) -> Result<Action, Error> {
 
 /// Server-side apply, forcing ownership of the fields we set: the operator is the source of truth
 /// for them, and drift introduced by other managers is corrected here.
-async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
+async fn apply<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -202,8 +216,9 @@ where
         + Serialize
         + DeserializeOwned,
 {
+    ctx.may_write()?;
     let name = object.meta().name.clone().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let mut body = serde_json::to_value(object).unwrap_or_default();
     body["apiVersion"] = json!(K::api_version(&()));
     body["kind"] = json!(K::kind(&()));
@@ -225,7 +240,7 @@ where
 /// Deletes `name` if (and only if) it is controlled by the WsgiApp `owner_uid`: an object of the same
 /// name created by someone else is left alone.
 async fn delete_owned<K>(
-    client: &Client,
+    ctx: &Context,
     namespace: &str,
     name: &str,
     owner_uid: &str,
@@ -236,7 +251,7 @@ where
         + Debug
         + DeserializeOwned,
 {
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let err = |verb, source| Error::Api {
         verb,
         kind: K::kind(&()).into_owned(),
@@ -255,6 +270,7 @@ where
         tracing::info!(kind = %K::kind(&()), name, "not deleting an object the WsgiApp does not control");
         return Ok(());
     }
+    ctx.may_write()?;
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => {
             tracing::info!(kind = %K::kind(&()), name, "deleted child no longer wanted");
@@ -265,10 +281,11 @@ where
     }
 }
 
-async fn patch_status(client: &Client, app: &WsgiApp, status: &WsgiAppStatus) -> Result<(), Error> {
+async fn patch_status(ctx: &Context, app: &WsgiApp, status: &WsgiAppStatus) -> Result<(), Error> {
+    ctx.may_write()?;
     let name = app.name_any();
     let namespace = app.namespace().unwrap_or_default();
-    let api: Api<WsgiApp> = Api::namespaced(client.clone(), &namespace);
+    let api: Api<WsgiApp> = Api::namespaced(ctx.client.clone(), &namespace);
     let body = json!({
         "apiVersion": render::api_version(),
         "kind": "WsgiApp",
@@ -312,12 +329,15 @@ async fn report_failure(app: &WsgiApp, ctx: &Context, error: &Error) {
         &failure,
         Timestamp::now(),
     );
-    if let Err(report_error) = patch_status(&ctx.client, app, &status).await {
+    if let Err(report_error) = patch_status(ctx, app, &status).await {
         tracing::warn!(error = %report_error, "could not record the failure in the status");
     }
 }
 
 async fn publish(ctx: &Context, app: &WsgiApp, type_: EventType, reason: &str, message: &str) {
+    if ctx.may_write().is_err() {
+        return;
+    }
     let event = Event {
         type_,
         reason: reason.to_owned(),

@@ -13,6 +13,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 use wharf_operator::crd::WsgiApp;
+use wharf_operator::leader::Gate;
 use wharf_operator::metrics::Metrics;
 use wharf_operator::reconcile::{self, Context};
 use wharf_operator::render::RenderConfig;
@@ -78,6 +79,7 @@ fn mock(respond: Responder) -> MockApi {
         },
         recorder,
         Arc::new(Metrics::default()),
+        Gate::always_open(),
     ));
     MockApi { calls, ctx }
 }
