@@ -4,24 +4,19 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, controller, watcher};
-use kube::{Api, Client, Resource};
-use serde::de::DeserializeOwned;
+use kube::runtime::{Controller, controller};
+use kube::{Api, Client};
 use tokio::sync::watch;
 
 use crate::cli::RunArgs;
-use crate::crd::WsgiApp;
 use crate::error::Error;
 use crate::http::{self, Health};
 use crate::leader::{self, Elector, Gate, Timing};
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Context};
+use crate::reconcile::{self, Context, live};
 use crate::render::{RenderConfig, labels};
+use crate::watches;
 
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::default());
@@ -59,7 +54,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             &identity,
             Timing::default(),
         );
-        lead(client, &args, &metrics, elector.gate(), stopping).await;
+        lead(client, &args, &metrics, &health, elector.gate(), stopping).await;
         elector.shutdown().await;
     } else {
         metrics.set_leader(true);
@@ -67,6 +62,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             client,
             &args,
             metrics,
+            health.clone(),
             Gate::always_open(),
             stopped(stopping),
         )
@@ -82,6 +78,7 @@ async fn lead(
     client: Client,
     args: &RunArgs,
     metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
     mut gate: Gate,
     stopping: watch::Receiver<bool>,
 ) {
@@ -93,21 +90,25 @@ async fn lead(
         metrics.set_leader(true);
         let shutdown = stopped(stopping.clone());
         let finished = tokio::select! {
-            () = control(client.clone(), args, metrics.clone(), gate.clone(), shutdown) => true,
+            () = control(client.clone(), args, metrics.clone(), health.clone(), gate.clone(), shutdown) => true,
             () = gate.closed() => false,
         };
         metrics.set_leader(false);
+        // A standby is healthy: ready without watches.
+        health.set_ready(true);
         if finished {
             return;
         }
     }
 }
 
-/// Runs the controller until `shutdown` resolves and in-flight reconciles finish.
+/// Runs the controller until `shutdown` resolves and in-flight reconciles finish. `/readyz` fails
+/// until every watch has listed once.
 async fn control(
     client: Client,
     args: &RunArgs,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     gate: Gate,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -115,6 +116,9 @@ async fn control(
         controller: labels::MANAGER.to_owned(),
         instance: args.identity.clone(),
     };
+    let ns = args.namespace.as_deref();
+    let (live, writers) = live::stores();
+    let (apps, app_events) = watches::apps(&client, ns);
     let ctx = Arc::new(Context::new(
         client.clone(),
         RenderConfig {
@@ -123,41 +127,33 @@ async fn control(
         Recorder::new(client.clone(), reporter),
         metrics,
         gate,
+        live.clone(),
     ));
-    // Only our own children are watched, which keeps the caches small on busy clusters.
-    let owned =
-        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let ns = args.namespace.as_deref();
-    Controller::new(
-        api::<WsgiApp>(&client, ns),
-        watcher::Config::default().any_semantic(),
-    )
-    .owns(api::<Deployment>(&client, ns), owned.clone())
-    .owns(api::<Service>(&client, ns), owned.clone())
-    .owns(api::<HorizontalPodAutoscaler>(&client, ns), owned.clone())
-    .owns(api::<PodDisruptionBudget>(&client, ns), owned)
-    .with_config(controller::Config::default().concurrency(args.concurrency))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile::reconcile, reconcile::error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-            Err(error) => tracing::debug!(%error, "controller event"),
+    let controller = Controller::for_stream(app_events, apps.clone())
+        .owns_stream(watches::children(&client, ns, writers.deployments))
+        .owns_stream(watches::children(&client, ns, writers.services))
+        .owns_stream(watches::children(&client, ns, writers.hpas))
+        .owns_stream(watches::children(&client, ns, writers.pdbs))
+        .with_config(controller::Config::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(error) => tracing::debug!(%error, "controller event"),
+            }
+        });
+    health.set_ready(false);
+    let synced = async {
+        if apps.wait_until_ready().await.is_ok() && live.wait_synced().await.is_ok() {
+            tracing::info!("all watches have listed; ready");
+            health.set_ready(true);
         }
-    })
-    .await;
-}
-
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = controller => {},
+        () = synced => {},
     }
 }
 
