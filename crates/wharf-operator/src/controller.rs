@@ -189,3 +189,141 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use ::http::{Request, Response, StatusCode};
+    use clap::Parser;
+    use kube::client::Body;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    /// Log lines, captured by a subscriber installed for the test's (single) thread.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("logs").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn warnings_about(&self, what: &str) -> usize {
+            let text = String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned();
+            text.lines()
+                .filter(|l| l.contains("WARN") && l.contains(what))
+                .count()
+        }
+    }
+
+    /// An API server with no objects, where listing HPAs is forbidden until `allow_hpas` is set.
+    /// Watch requests are held open without events, like a quiet cluster.
+    fn api(allow_hpas: Arc<AtomicBool>) -> Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some((request, send)) = handle.next_request().await {
+                let path = request.uri().path().to_owned();
+                let query = request.uri().query().unwrap_or_default().to_owned();
+                if query.contains("watch=true") {
+                    held.push(send);
+                    continue;
+                }
+                let (status, body) = if path.contains("horizontalpodautoscalers")
+                    && !allow_hpas.load(Ordering::SeqCst)
+                {
+                    (
+                        StatusCode::FORBIDDEN,
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                            "message": "horizontalpodautoscalers.autoscaling is forbidden: User \"system:serviceaccount:wharf-system:wharf-operator\" cannot list resource \"horizontalpodautoscalers\""}),
+                    )
+                } else {
+                    (
+                        StatusCode::OK,
+                        serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
+                    )
+                };
+                let response = Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&body).expect("json")))
+                    .expect("response");
+                send.send_response(response);
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_ready_and_warned_once_a_minute_until_every_watch_lists() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let allow_hpas = Arc::new(AtomicBool::new(false));
+        let client = api(allow_hpas.clone());
+        let args = Cli::try_parse_from(["wharf-operator", "--leader-election=false"])
+            .expect("parses")
+            .run;
+        let health = Arc::new(Health::default());
+        health.set_ready(true);
+        let (stop, stopping) = watch::channel(false);
+        let running = tokio::spawn({
+            let health = health.clone();
+            async move {
+                control(
+                    client,
+                    &args,
+                    Arc::new(Metrics::default()),
+                    health,
+                    Gate::always_open(),
+                    stopped(stopping),
+                )
+                .await;
+            }
+        });
+
+        // Two minutes of retries with backoff: never ready, and the same error at most once a minute.
+        tokio::time::sleep(Duration::from_secs(119)).await;
+        assert!(!health.is_ready());
+        let warnings = logs.warnings_about("cannot watch HorizontalPodAutoscalers");
+        assert!((1..=2).contains(&warnings), "{warnings} warnings");
+        assert!(
+            logs.warnings_about("cannot list resource") >= 1,
+            "the API's message is quoted"
+        );
+        assert_eq!(logs.warnings_about("cannot watch Deployments"), 0);
+
+        // RBAC fixed: the next retry lists, and the operator becomes ready.
+        allow_hpas.store(true, Ordering::SeqCst);
+        let mut ready = false;
+        for _ in 0..120 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if health.is_ready() {
+                ready = true;
+                break;
+            }
+        }
+        assert!(ready, "ready once all watches have listed");
+        stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(30), running)
+            .await
+            .expect("the controller stops on shutdown")
+            .expect("no panic");
+    }
+}
