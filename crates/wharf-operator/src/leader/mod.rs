@@ -72,6 +72,13 @@ impl Gate {
         Gate { term: None }
     }
 
+    /// A replica that does not hold the Lease.
+    #[cfg(test)]
+    pub(crate) fn never_open() -> Self {
+        let (_, term) = watch::channel(None);
+        Gate { term: Some(term) }
+    }
+
     pub fn is_open(&self) -> bool {
         match &self.term {
             None => true,

@@ -327,3 +327,63 @@ async fn publish(
         tracing::warn!(error = %crate::error::describe(&error), "could not publish an event");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::{Request, Response};
+    use kube::client::Body;
+    use kube::runtime::events::Reporter;
+    use kube::runtime::watcher;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_replica_without_the_lease_writes_nothing() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let requests = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some((request, _)) = handle.next_request().await {
+                seen.push(format!("{} {}", request.method(), request.uri()));
+            }
+            seen
+        });
+        let client = Client::new(service, "default");
+        let (live, mut writers) = live::stores();
+        writers
+            .deployments
+            .apply_watcher_event(&watcher::Event::InitDone);
+        writers
+            .services
+            .apply_watcher_event(&watcher::Event::InitDone);
+        writers.hpas.apply_watcher_event(&watcher::Event::InitDone);
+        writers.pdbs.apply_watcher_event(&watcher::Event::InitDone);
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: labels::MANAGER.into(),
+                instance: None,
+            },
+        );
+        let ctx = Arc::new(Context::new(
+            client,
+            RenderConfig::default(),
+            recorder,
+            Arc::new(Metrics::default()),
+            Gate::never_open(),
+            live,
+        ));
+        let mut app = WsgiApp::new(
+            "web",
+            serde_json::from_value(json!({"image": "img:1", "app": "web:app"})).expect("spec"),
+        );
+        app.metadata.namespace = Some("default".into());
+        app.metadata.uid = Some("u1".into());
+        app.metadata.generation = Some(1);
+
+        let result = reconcile(Arc::new(app), ctx.clone()).await;
+        assert!(matches!(result, Err(Error::NotLeader)), "{result:?}");
+        drop(ctx);
+        let seen = requests.await.expect("mock");
+        assert!(seen.is_empty(), "{seen:?}");
+    }
+}
