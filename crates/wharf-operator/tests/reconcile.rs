@@ -350,6 +350,20 @@ async fn children_no_longer_wanted_are_deleted_only_when_owned() {
         .find(|c| c.is(&Method::PATCH, "/deployments/api"))
         .expect("applied");
     assert_eq!(deployment.body["spec"]["replicas"], 2);
+    // The HPA goes before the Deployment gets its fixed count, with a Normal Event.
+    let position = |method: &Method, kind: &str| {
+        calls
+            .iter()
+            .position(|c| c.method == *method && c.path.contains(kind))
+    };
+    assert!(
+        position(&Method::DELETE, "horizontalpodautoscalers")
+            < position(&Method::PATCH, "/deployments/")
+    );
+    assert!(
+        event_reasons(&calls).contains(&"Normal:Deleted".to_owned()),
+        "{calls:#?}"
+    );
 }
 
 #[tokio::test]
