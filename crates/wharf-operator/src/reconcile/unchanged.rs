@@ -54,8 +54,8 @@ pub(crate) fn verdict(stamped: &Value, digest: &str, live: Option<&Value>) -> Ve
 }
 
 /// True when every field of `want` has the same value in `live`. Lists compare element by element
-/// (the API server keeps their order); fields the server added to `live` are ignored; an empty
-/// list or map we render matches an absent one (the server drops them).
+/// (the API server keeps their order); fields the server added to `live` are ignored; an empty or
+/// zero value we render matches an absent one (the server drops them).
 fn contains(live: &Value, want: &Value) -> bool {
     match (live, want) {
         (Value::Object(live), Value::Object(want)) => want.iter().all(|(key, w)| {
@@ -71,12 +71,16 @@ fn contains(live: &Value, want: &Value) -> bool {
     }
 }
 
+/// Values the API server leaves out of what it returns: empty lists and maps, and Go's zero values
+/// of `omitempty` fields (`value: ""` of an env var, `readOnly: false`, …).
 fn is_empty(value: &Value) -> bool {
     match value {
         Value::Null => true,
         Value::Array(a) => a.is_empty(),
         Value::Object(o) => o.is_empty(),
-        _ => false,
+        Value::String(s) => s.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
     }
 }
 
@@ -130,7 +134,8 @@ mod tests {
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "labels": {"app": "web"}},
             "spec": {"template": {"spec": {"containers": [
-                {"name": "wharf", "image": "img:1", "resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}}, "env": []}
+                {"name": "wharf", "image": "img:1", "resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}}, "env": [],
+                 "envFrom": [{"configMapRef": {"name": "cfg", "optional": false}}], "volumeMounts": [{"name": "tmp", "mountPath": "/tmp", "readOnly": false}]}
             ]}}}
         })
     }
@@ -144,6 +149,14 @@ mod tests {
         container["resources"]["requests"] = json!({"cpu": "500m", "memory": "1Gi"});
         container["terminationMessagePath"] = json!("/dev/termination-log");
         container.as_object_mut().expect("object").remove("env");
+        container["envFrom"][0]["configMapRef"]
+            .as_object_mut()
+            .expect("ref")
+            .remove("optional");
+        container["volumeMounts"][0]
+            .as_object_mut()
+            .expect("mount")
+            .remove("readOnly");
         live["status"] = json!({"replicas": 1});
         live
     }
