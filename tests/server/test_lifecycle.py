@@ -92,40 +92,23 @@ def test_max_requests_recycles_without_errors(wharf):
     assert load.ok >= 1000
 
 
-def test_recycling_loses_nothing_on_keep_alive_connections_that_pause(wharf):
-    """Clients that pause between requests (as browsers and API clients do) across recycles:
-    a draining worker answers their next request with `Connection: close` instead of closing
-    the idle connection under them. Pauses are the scenario here, not a wait for readiness."""
-    import random
-
-    server = wharf("lifecycle_app:app", "--workers", "2", "--max-requests", "15")
-    rng = random.Random(11)
-    pauses = [[rng.uniform(0, 0.7) for _ in range(20)] for _ in range(4)]
-    errors: list[str] = []
-    answered = [0]
-    lock = threading.Lock()
-
-    def client(plan):
-        with requests.Session() as session:
-            for pause in plan:
-                try:
-                    ok = session.get(server.url, timeout=10).status_code == 200
-                    with lock:
-                        answered[0] += ok
-                        errors.extend([] if ok else ["status"])
-                except requests.RequestException as exc:
-                    with lock:
-                        errors.append(repr(exc))
-                time.sleep(pause)
-
-    threads = [threading.Thread(target=client, args=(plan,)) for plan in pauses]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
-    assert answered[0] == 80
-    assert server.log().count("draining worker (max_requests)") >= 3
+def test_a_draining_worker_answers_the_next_request_on_an_idle_connection(wharf):
+    """A keep-alive connection idle on a worker that starts draining (SIGHUP here; the same for
+    --max-requests) is answered on its next request, with `Connection: close`, instead of being
+    closed under the client (which lost 5.5 % of the requests of clients pausing 0-1 s)."""
+    server = wharf("lifecycle_app:app")
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, body, buf = read_response(sock)
+        assert status == 200 and "connection" not in headers
+        server.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "draining worker" in server.log(), timeout=20)
+        # The client's think time, longer than the 500 ms a draining worker used to allow.
+        time.sleep(1.0)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, body, _ = read_response(sock, buf)
+        assert status == 200 and headers["connection"] == ["close"]
+        assert body == f"v1 {body.split()[1].decode()}".encode()
 
 
 def test_sigterm_finishes_in_flight_request_and_exits_zero(wharf, tmp_path):

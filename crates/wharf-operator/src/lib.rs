@@ -12,6 +12,7 @@ pub mod reconcile;
 pub mod render;
 pub mod status;
 pub mod telemetry;
+mod watches;
 
 use kube::CustomResourceExt;
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Serialize;
-use wharf_operator::crd::{Runtime, WsgiApp};
+use wharf_operator::crd::{AutoscalingMetric, Runtime, WsgiApp};
 use wharf_operator::render::{self, Children, RenderConfig, deployment, labels, runtime};
 
 fn config() -> RenderConfig {
@@ -109,13 +109,13 @@ fn every_child_is_owned_labelled_and_colocated() {
 }
 
 #[test]
-fn replicas_belong_to_the_hpa_when_autoscaling() {
+fn replicas_belong_to_exactly_one_owner_per_mode() {
     for (name, input) in common::cases() {
         let app = common::load(&input);
         let children = render::render(&app, &config()).expect("renders");
         let replicas = children.deployment.spec.as_ref().and_then(|s| s.replicas);
-        match &app.spec.autoscaling {
-            Some(a) => {
+        match app.spec.autoscaling.as_ref().map(|a| (a, a.metric)) {
+            Some((a, AutoscalingMetric::Cpu)) => {
                 assert_eq!(
                     replicas, None,
                     "{name}: Deployment must not set replicas under an HPA"
@@ -129,6 +129,14 @@ fn replicas_belong_to_the_hpa_when_autoscaling() {
                     (hpa.min_replicas, hpa.max_replicas),
                     (Some(a.min_replicas), a.max_replicas)
                 );
+            }
+            Some((_, AutoscalingMetric::Concurrency)) => {
+                assert_eq!(replicas, None, "{name}: the autoscaler owns replicas");
+                assert!(children.hpa.is_none(), "{name}: no HPA in Concurrency mode");
+            }
+            Some((_, AutoscalingMetric::External)) => {
+                assert_eq!(replicas, app.spec.replicas, "{name}: mirrored from /scale");
+                assert!(children.hpa.is_none(), "{name}: no HPA in External mode");
             }
             None => {
                 assert_eq!(replicas, Some(app.spec.replicas.unwrap_or(1)), "{name}");
@@ -166,9 +174,26 @@ fn pod_template_selects_itself_and_drains_gracefully() {
         let pod = spec.template.spec.as_ref().expect("pod spec");
         let server = &app.spec.server;
         let grace = pod.termination_grace_period_seconds.expect("grace period");
+        // SIGTERM, then the shutdown delay, then the drain, then a margin before SIGKILL.
+        assert_eq!(
+            grace,
+            i64::from(server.shutdown_delay_seconds + server.graceful_timeout_seconds) + 5,
+            "{name}"
+        );
+        let container = &pod.containers[0];
         assert!(
-            grace > i64::from(server.graceful_timeout_seconds + server.pre_stop_delay_seconds),
-            "{name}: {grace}"
+            container.lifecycle.is_none(),
+            "{name}: no preStop hook (sleep needs Kubernetes 1.30)"
+        );
+        let args = container.args.clone().unwrap_or_default();
+        let delay = args
+            .iter()
+            .position(|a| a == "--shutdown-delay")
+            .map(|i| args[i + 1].clone());
+        assert_eq!(
+            delay,
+            (server.shutdown_delay_seconds > 0).then(|| server.shutdown_delay_seconds.to_string()),
+            "{name}: {args:?}"
         );
         let container = &pod.containers[0];
         assert_eq!(container.name, deployment::CONTAINER);

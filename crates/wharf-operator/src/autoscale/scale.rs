@@ -39,19 +39,3 @@ pub async fn write_replicas(
         source: Box::new(source),
     })
 }
-
-/// The Deployment as it is now, if it exists.
-pub async fn existing(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<Deployment>, Error> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    api.get_opt(name).await.map_err(|source| Error::Api {
-        verb: "get",
-        kind: "Deployment".to_owned(),
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        source: Box::new(source),
-    })
-}

@@ -18,7 +18,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -28,8 +27,10 @@ use super::decide::{self, Decision, Observation, Params, PodSample, State};
 use super::handover::AUTOSCALER_MANAGER;
 use super::{pods, scrape};
 use crate::crd::{AutoscalingMetric, AutoscalingStatus, WsgiApp};
+use crate::leader::Gate;
 use crate::metrics::Metrics;
 use crate::render::{self, labels};
+use crate::watches;
 
 const TICK: Duration = Duration::from_secs(1);
 /// A pod slower than this to answer `/metrics` counts as unreachable for the tick; well under the
@@ -56,6 +57,8 @@ struct Shared {
     client: Client,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// Closed when this replica is not (or no longer) the leader: no write may start then.
+    gate: Gate,
     pods: Store<Pod>,
     deployments: Store<Deployment>,
 }
@@ -64,35 +67,35 @@ struct Shared {
 pub struct Autoscalers {
     shared: Arc<Shared>,
     running: Mutex<HashMap<ObjectRef<WsgiApp>, Running>>,
-    watches: Vec<JoinHandle<()>>,
+    pods_watch: JoinHandle<()>,
 }
 
 impl Autoscalers {
-    /// Starts the pod and Deployment watches (only the operator's own, by label) in `namespace`.
+    /// Starts the pod watch (only the operator's own pods, by label) in `namespace`; Deployments
+    /// are read from the controller's own watch.
     pub fn start(
         client: Client,
         namespace: Option<&str>,
         recorder: Recorder,
         metrics: Arc<Metrics>,
+        gate: Gate,
+        deployments: Store<Deployment>,
     ) -> Self {
-        let owned = watcher::Config::default().labels(&format!(
-            "{}={}",
-            labels::MANAGED_BY,
-            labels::MANAGER
-        ));
-        let (pods, pods_watch) = watch_into_store::<Pod>(&client, namespace, owned.clone());
-        let (deployments, deployments_watch) =
-            watch_into_store::<Deployment>(&client, namespace, owned);
+        let (pods, writer) = reflector::store();
+        let pods_watch = tokio::spawn(
+            watches::children::<Pod>(&client, namespace, writer).for_each(|_| async {}),
+        );
         Autoscalers {
             shared: Arc::new(Shared {
                 client,
                 recorder,
                 metrics,
+                gate,
                 pods,
                 deployments,
             }),
             running: Mutex::new(HashMap::new()),
-            watches: vec![pods_watch, deployments_watch],
+            pods_watch,
         }
     }
 
@@ -151,39 +154,8 @@ impl Drop for Autoscalers {
         for (_, r) in self.running().drain() {
             r.task.abort();
         }
-        for watch in &self.watches {
-            watch.abort();
-        }
+        self.pods_watch.abort();
     }
-}
-
-fn watch_into_store<K>(
-    client: &Client,
-    namespace: Option<&str>,
-    config: watcher::Config,
-) -> (Store<K>, JoinHandle<()>)
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config))
-        .default_backoff()
-        .for_each(|event| async move {
-            if let Err(error) = event {
-                tracing::warn!(%error, kind = %K::kind(&()), "autoscaler watch failed; retrying");
-            }
-        });
-    (store, tokio::spawn(stream))
 }
 
 /// What the last status write said, to write again only on change.
@@ -295,6 +267,9 @@ async fn scale(
     current: u32,
     decision: &Decision,
 ) {
+    if !shared.gate.is_open() {
+        return;
+    }
     let desired = i32::try_from(decision.desired).unwrap_or(i32::MAX);
     if let Err(error) = super::scale::write_replicas(&shared.client, namespace, name, desired).await
     {
@@ -357,6 +332,9 @@ async fn clear_status(shared: &Shared, app: &ObjectRef<WsgiApp>) {
 }
 
 async fn patch_status(shared: &Shared, app: &ObjectRef<WsgiApp>, status: serde_json::Value) {
+    if !shared.gate.is_open() {
+        return;
+    }
     let api: Api<WsgiApp> = Api::namespaced(
         shared.client.clone(),
         app.namespace.as_deref().unwrap_or_default(),
