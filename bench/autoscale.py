@@ -198,13 +198,12 @@ class Cluster:
 
     def start_pod(self) -> None:
         port, admin = free_port(), free_port()
-        log = open(self.log_dir / f"pod-{port}.log", "wb")
-        proc = subprocess.Popen(
-            [self.wharf, "io_app:app", "--bind", f"127.0.0.1:{port}", "--admin-bind", f"127.0.0.1:{admin}",
-             "--workers", "1", "--threads", str(self.threads), "--queue-size", str(self.queue)],
-            cwd=APPS, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        log.close()
+        with open(self.log_dir / f"pod-{port}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [self.wharf, "io_app:app", "--bind", f"127.0.0.1:{port}", "--admin-bind", f"127.0.0.1:{admin}",
+                 "--workers", "1", "--threads", str(self.threads), "--queue-size", str(self.queue)],
+                cwd=APPS, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
         STARTED.append(proc)
         self.pods.append(Pod(port, admin, proc, self.clock()))
 
@@ -388,18 +387,17 @@ class HpaModel:
     recommendations: list[tuple[float, int]] = field(default_factory=list)
 
     def recommend(self, now: float, current: int, utilisation: float | None) -> int:
-        if utilisation is None:
-            raw = current
-        elif abs(utilisation / self.target - 1.0) <= self.tolerance:
+        if utilisation is None or abs(utilisation / self.target - 1.0) <= self.tolerance:
             raw = current
         else:
             raw = math.ceil(current * utilisation / self.target)
         raw = max(self.min_replicas, min(self.max_replicas, raw))
         self.recommendations.append((now, raw))
-        # Scale-down stabilisation: the highest recommendation of the window.
-        held = max(r for t, r in self.recommendations if now - t <= self.stabilisation)
-        up_limit = max(current + 4, 2 * current)
-        return min(held, up_limit) if held > current else held
+        # As the HPA's stabilizeRecommendationWithBehaviors: up at once (window 0), down no lower
+        # than the highest recommendation of the stabilisation window; then the scale-up rate limit.
+        floor = max(r for t, r in self.recommendations if now - t <= self.stabilisation)
+        desired = min(max(current, raw), floor)
+        return min(desired, max(current + 4, 2 * current))
 
 
 async def hpa_loop(cluster: Cluster, model: HpaModel, duration: float, decisions: list) -> None:
