@@ -39,6 +39,9 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_millis(500);
 /// `status.autoscaling` is written on every scale or mode change, and otherwise at most this often:
 /// a status write per second per app would load the API server for a number nobody reads that fast.
 const STATUS_EVERY: Duration = Duration::from_secs(15);
+/// A task whose Deployment has been gone this long ends: its WsgiApp was deleted (reconciles do
+/// not run on deletion, the garbage collector removes the children), or it was never created.
+const GONE_AFTER: Duration = Duration::from_secs(60);
 
 /// What a task needs to know about its app; replaced when the WsgiApp changes.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +174,7 @@ async fn run(shared: Arc<Shared>, mut setup: watch::Receiver<Setup>) {
     let origin = Instant::now();
     let mut state = State::default();
     let mut shown = Shown::default();
+    let mut last_seen = Duration::ZERO;
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let first = setup.borrow().clone();
@@ -188,8 +192,15 @@ async fn run(shared: Arc<Shared>, mut setup: watch::Receiver<Setup>) {
         } = setup.borrow_and_update().clone();
         let deployment_ref = ObjectRef::<Deployment>::new(&name).within(&namespace);
         let Some(deployment) = shared.deployments.get(&deployment_ref) else {
-            continue; // not created yet, or the watch has not caught up
+            // Not created yet, the watch has not caught up, or the app is gone.
+            if origin.elapsed().saturating_sub(last_seen) >= GONE_AFTER {
+                tracing::info!(%namespace, %name, "no Deployment for a minute; autoscaler stopped");
+                shared.metrics.autoscaler.forget(&namespace, &name);
+                return;
+            }
+            continue;
         };
+        last_seen = origin.elapsed();
         let current = deployment
             .spec
             .as_ref()
@@ -355,3 +366,6 @@ async fn patch_status(shared: &Shared, app: &ObjectRef<WsgiApp>, status: serde_j
         tracing::warn!(name = %app.name, %error, "could not write status.autoscaling");
     }
 }
+
+#[cfg(test)]
+mod tests;
