@@ -81,6 +81,15 @@ def full_trace(low: int, high: int) -> list[Phase]:
     return [Phase(0, low), Phase(10, high, 1.0), Phase(25, low), Phase(40, high, 1.0), Phase(48, low), Phase(55, 0)]
 
 
+def long_trace(low: int, high: int) -> list[Phase]:
+    """Three 15 s bursts 90 s apart; 330 s. Long enough for a 60 s stable window to act between
+    bursts, and for the HPA's 300 s stabilisation to show what it costs."""
+    phases = [Phase(0, low)]
+    for start in (15, 120, 225):
+        phases += [Phase(start, high, 1.0), Phase(start + 15, low)]
+    return [*phases, Phase(330, 0)]
+
+
 def smoke_trace(low: int, high: int) -> list[Phase]:
     return [Phase(0, low), Phase(1, high, 0.5), Phase(5, low), Phase(7, 0)]
 
@@ -558,6 +567,8 @@ def find_operator() -> str | None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="a 7 s trace of 2 -> 40 clients, concurrency and cpu-hpa only")
+    p.add_argument("--trace", choices=["bursts", "long"], default="bursts",
+                   help="bursts: two bursts in 55 s (default); long: three bursts 90 s apart in 330 s")
     p.add_argument("--models", default=None, help=f"comma-separated subset of {','.join(MODELS)}")
     p.add_argument("--wharf", default=shutil.which("wharf", path=str(Path(sys.executable).parent)) or "wharf")
     p.add_argument("--operator", default=None, help="wharf-operator binary (default: target/{release,debug})")
@@ -593,7 +604,7 @@ def main(argv: list[str]) -> int:
         print("wharf-operator binary not found: run `cargo build -p wharf-operator` or pass --operator",
               file=sys.stderr)
         return 3
-    trace = (smoke_trace if args.smoke else full_trace)(args.low, args.high)
+    trace = (smoke_trace if args.smoke else long_trace if args.trace == "long" else full_trace)(args.low, args.high)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     status = 0
