@@ -19,6 +19,24 @@ fn committed_crd_is_current() {
     );
 }
 
+#[test]
+fn the_scale_subresource_points_at_replicas_and_the_selector() {
+    let text = std::fs::read_to_string(common::repo_dir().join(CRD_PATH)).expect("crd file");
+    let crd: Value = serde_saphyr::from_str(&text).expect("crd yaml parses");
+    let subresources = &crd["spec"]["versions"][0]["subresources"];
+    assert_eq!(
+        subresources["scale"],
+        json!({
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        })
+    );
+    assert_eq!(subresources["status"], json!({}));
+    let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+    assert_eq!(status["properties"]["selector"]["type"], "string");
+}
+
 fn schema() -> Value {
     let text = std::fs::read_to_string(common::repo_dir().join(CRD_PATH)).expect("crd file");
     let crd: Value = serde_saphyr::from_str(&text).expect("crd yaml parses");

@@ -175,6 +175,7 @@ async fn run(shared: Arc<Shared>, mut setup: watch::Receiver<Setup>) {
     let mut state = State::default();
     let mut shown = Shown::default();
     let mut last_seen = Duration::ZERO;
+    let mut written: Option<(u32, u32)> = None;
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let first = setup.borrow().clone();
@@ -201,12 +202,21 @@ async fn run(shared: Arc<Shared>, mut setup: watch::Receiver<Setup>) {
             continue;
         };
         last_seen = origin.elapsed();
-        let current = deployment
+        let seen = deployment
             .spec
             .as_ref()
             .and_then(|s| s.replicas)
             .and_then(|r| u32::try_from(r).ok())
             .unwrap_or(1);
+        // Until the watch shows our last write, the count is what we wrote, not what it last saw:
+        // otherwise a lagging watch would have us write (and announce) the same change twice.
+        let current = match written {
+            Some((from, to)) if seen == from => to,
+            _ => {
+                written = None;
+                seen
+            }
+        };
         let selector = labels::selector(&name);
         let app_pods = shared.pods.state_filter(|p| {
             p.namespace().as_deref() == Some(namespace.as_str())
@@ -254,8 +264,10 @@ async fn run(shared: Arc<Shared>, mut setup: watch::Receiver<Setup>) {
             .metrics
             .autoscaler
             .observe(&namespace, &name, &decision, current);
-        if decision.desired != current {
-            scale(&shared, &app, &namespace, &name, current, &decision).await;
+        if decision.desired != current
+            && scale(&shared, &app, &namespace, &name, current, &decision).await
+        {
+            written = Some((seen, decision.desired));
             shown.last_scale = Some((Timestamp::now(), decision.reason.code()));
         }
         let due = shown.at.is_none_or(|at| at.elapsed() >= STATUS_EVERY)
@@ -277,15 +289,15 @@ async fn scale(
     name: &str,
     current: u32,
     decision: &Decision,
-) {
+) -> bool {
     if !shared.gate.is_open() {
-        return;
+        return false;
     }
     let desired = i32::try_from(decision.desired).unwrap_or(i32::MAX);
     if let Err(error) = super::scale::write_replicas(&shared.client, namespace, name, desired).await
     {
         tracing::warn!(%namespace, %name, %error, "could not write the replica count; next tick retries");
-        return;
+        return false;
     }
     tracing::info!(%namespace, %name, from = current, to = decision.desired, %decision, "scaled");
     let event = Event {
@@ -302,6 +314,7 @@ async fn scale(
     {
         tracing::warn!(%error, "could not publish the scale event");
     }
+    true
 }
 
 fn object_reference(app: &ObjectRef<WsgiApp>) -> k8s_openapi::api::core::v1::ObjectReference {
