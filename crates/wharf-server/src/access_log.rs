@@ -24,25 +24,19 @@ pub struct AccessLog {
 impl AccessLog {
     pub fn start(format: AccessLogFormat) -> std::io::Result<AccessLog> {
         let (tx, rx) = mpsc::sync_channel::<String>(BUFFERED_LINES);
-        thread::Builder::new()
-            .name("wharf-access-log".into())
-            .spawn(move || {
-                let mut out = BufWriter::new(std::io::stdout().lock());
-                while let Ok(line) = rx.recv() {
-                    let mut ok = writeln!(out, "{line}").is_ok();
-                    while let Ok(line) = rx.try_recv() {
-                        ok &= writeln!(out, "{line}").is_ok();
-                    }
-                    if !(ok && out.flush().is_ok()) {
-                        return;
-                    }
+        thread::Builder::new().name("wharf-access-log".into()).spawn(move || {
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            while let Ok(line) = rx.recv() {
+                let mut ok = writeln!(out, "{line}").is_ok();
+                while let Ok(line) = rx.try_recv() {
+                    ok &= writeln!(out, "{line}").is_ok();
                 }
-            })?;
-        Ok(AccessLog {
-            tx,
-            format,
-            dropped: Arc::new(AtomicU64::new(0)),
-        })
+                if !(ok && out.flush().is_ok()) {
+                    return;
+                }
+            }
+        })?;
+        Ok(AccessLog { tx, format, dropped: Arc::new(AtomicU64::new(0)) })
     }
 
     pub fn dropped(&self) -> u64 {
@@ -107,11 +101,7 @@ impl OnFinish for AccessRecord {
 }
 
 fn version_str(v: http::Version) -> &'static str {
-    if v == http::Version::HTTP_10 {
-        "HTTP/1.0"
-    } else {
-        "HTTP/1.1"
-    }
+    if v == http::Version::HTTP_10 { "HTTP/1.0" } else { "HTTP/1.1" }
 }
 
 /// Quotes a client-controlled value for the combined format without letting it break the line.
@@ -124,26 +114,18 @@ fn quoted(value: Option<&str>) -> String {
 
 impl AccessRecord {
     fn remote_ip(&self) -> String {
-        self.remote
-            .map_or_else(|| "-".to_owned(), |a| a.ip().to_string())
+        self.remote.map_or_else(|| "-".to_owned(), |a| a.ip().to_string())
     }
 
     fn combined(&self, bytes: u64, elapsed: Duration) -> String {
-        let request = self
-            .request
-            .as_ref()
-            .map(|r| format!("{} {} {}", r.method, r.target, version_str(r.version)));
+        let request = self.request.as_ref().map(|r| format!("{} {} {}", r.method, r.target, version_str(r.version)));
         format!(
             "{} - - [{}] {} {} {} {} {} {:.6}",
             self.remote_ip(),
             clf_time(self.started_wall),
             quoted(request.as_deref()),
             self.status,
-            if bytes == 0 {
-                "-".to_owned()
-            } else {
-                bytes.to_string()
-            },
+            if bytes == 0 { "-".to_owned() } else { bytes.to_string() },
             quoted(self.referer.as_deref()),
             quoted(self.user_agent.as_deref()),
             elapsed.as_secs_f64(),
@@ -199,27 +181,14 @@ fn utc(t: SystemTime) -> Utc {
     let secs = since.as_secs();
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    Utc {
-        year,
-        month,
-        day,
-        hour: rem / 3600,
-        minute: rem % 3600 / 60,
-        second: rem % 60,
-        micros: since.subsec_micros(),
-    }
+    Utc { year, month, day, hour: rem / 3600, minute: rem % 3600 / 60, second: rem % 60, micros: since.subsec_micros() }
 }
 
 fn clf_time(t: SystemTime) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let u = utc(t);
     let month = MONTHS.get(u.month as usize - 1).copied().unwrap_or("Jan");
-    format!(
-        "{:02}/{month}/{}:{:02}:{:02}:{:02} +0000",
-        u.day, u.year, u.hour, u.minute, u.second
-    )
+    format!("{:02}/{month}/{}:{:02}:{:02}:{:02} +0000", u.day, u.year, u.hour, u.minute, u.second)
 }
 
 pub fn rfc3339(t: SystemTime) -> String {

@@ -23,35 +23,21 @@ const SCRAPE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     response
 }
 
-async fn route(
-    req: Request<Incoming>,
-    health: Arc<Health>,
-    scraper: Arc<Scraper>,
-) -> Response<Full<Bytes>> {
+async fn route(req: Request<Incoming>, health: Arc<Health>, scraper: Arc<Scraper>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "{\"error\":\"method not allowed\"}".into(),
-        );
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"method not allowed\"}".into());
     }
     let snap = health.snapshot();
     if req.uri().path() == "/metrics" {
         let totals = scraper.collect(SCRAPE_WAIT).await;
-        let process = ProcessStats {
-            workers: snap.ready_workers,
-            restarts: scraper.restarts(),
-        };
+        let process = ProcessStats { workers: snap.ready_workers, restarts: scraper.restarts() };
         let mut response = reply(StatusCode::OK, metrics::render(&totals, &process));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -71,11 +57,7 @@ async fn route(
     };
     let mut body = detail;
     body[name] = serde_json::Value::Bool(ok);
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     reply(status, body.to_string())
 }
 
@@ -83,8 +65,7 @@ async fn route(
 pub async fn serve(listener: Listener, health: Arc<Health>, scraper: Arc<Scraper>) {
     tracing::info!("admin listener on {}", listener.describe());
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(10));
+    http.timer(TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(10));
     loop {
         let (io, _) = match listener.accept().await {
             Ok(accepted) => accepted,

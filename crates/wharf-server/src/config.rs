@@ -183,9 +183,9 @@ impl Config {
             None => (self.app.as_str(), "application"),
         };
         let valid_module = !module.is_empty()
-            && module.split('.').all(|part| {
-                !part.is_empty() && part.chars().all(|c| c == '_' || c.is_alphanumeric())
-            });
+            && module
+                .split('.')
+                .all(|part| !part.is_empty() && part.chars().all(|c| c == '_' || c.is_alphanumeric()));
         if !valid_module {
             return Err(format!(
                 "invalid APP {:?}: expected `module:attribute`, e.g. `myproject.wsgi:application`",
@@ -193,14 +193,11 @@ impl Config {
             ));
         }
         let valid_attr = !attr.is_empty()
-            && attr.split('.').all(|part| {
-                !part.is_empty() && part.chars().all(|c| c == '_' || c.is_alphanumeric())
-            });
+            && attr
+                .split('.')
+                .all(|part| !part.is_empty() && part.chars().all(|c| c == '_' || c.is_alphanumeric()));
         if !valid_attr {
-            return Err(format!(
-                "invalid APP {:?}: attribute {attr:?} is not a Python name",
-                self.app
-            ));
+            return Err(format!("invalid APP {:?}: attribute {attr:?} is not a Python name", self.app));
         }
         Ok((module, attr))
     }
@@ -265,14 +262,7 @@ mod tests {
 
     #[test]
     fn binds_repeat_and_split() {
-        let cfg = parse(&[
-            "--bind",
-            "127.0.0.1:1",
-            "-b",
-            "unix:/tmp/x.sock,[::1]:2",
-            "app",
-        ])
-        .expect("parses");
+        let cfg = parse(&["--bind", "127.0.0.1:1", "-b", "unix:/tmp/x.sock,[::1]:2", "app"]).expect("parses");
         assert_eq!(cfg.binds.len(), 3);
     }
 
@@ -280,32 +270,12 @@ mod tests {
     fn seconds_and_root_path_are_validated() {
         assert!(parse(&["--header-timeout", "0", "app"]).is_err());
         assert!(parse(&["--header-timeout", "abc", "app"]).is_err());
-        assert_eq!(
-            parse(&["--keep-alive-timeout", "0.5", "app"])
-                .expect("parses")
-                .keep_alive_timeout,
-            Duration::from_millis(500)
-        );
+        assert_eq!(parse(&["--keep-alive-timeout", "0.5", "app"]).expect("parses").keep_alive_timeout, Duration::from_millis(500));
         assert!(parse(&["--root-path", "api", "app"]).is_err());
-        assert_eq!(
-            parse(&["--root-path", "/api/", "app"])
-                .expect("parses")
-                .root_path,
-            "/api"
-        );
+        assert_eq!(parse(&["--root-path", "/api/", "app"]).expect("parses").root_path, "/api");
         assert!(parse(&["--threads", "0", "app"]).is_err());
-        assert_eq!(
-            parse(&["--timeout", "0", "app"])
-                .expect("parses")
-                .request_timeout(),
-            None
-        );
-        assert_eq!(
-            parse(&["--timeout", "2", "app"])
-                .expect("parses")
-                .request_timeout(),
-            Some(Duration::from_secs(2))
-        );
+        assert_eq!(parse(&["--timeout", "0", "app"]).expect("parses").request_timeout(), None);
+        assert_eq!(parse(&["--timeout", "2", "app"]).expect("parses").request_timeout(), Some(Duration::from_secs(2)));
         assert!(parse(&["--forwarded-allow-ips", "10.0.0.0/33", "app"]).is_err());
     }
 }

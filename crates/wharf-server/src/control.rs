@@ -36,19 +36,12 @@ impl RecycleReason {
 pub enum WorkerMessage {
     /// The app is imported and the worker accepts connections.
     Ready,
-    Heartbeat {
-        served: u64,
-    },
+    Heartbeat { served: u64 },
     /// Please start a replacement and then drain this worker.
-    Recycle {
-        reason: RecycleReason,
-    },
+    Recycle { reason: RecycleReason },
     /// The worker's metrics, answering `Snapshot { seq }` (or `seq: u64::MAX` as the last word
     /// of an exiting worker).
-    Metrics {
-        seq: u64,
-        snapshot: Box<Snapshot>,
-    },
+    Metrics { seq: u64, snapshot: Box<Snapshot> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,9 +96,7 @@ impl ControlClient {
                         _ => break,
                     },
                 };
-                let Ok(mut line) = serde_json::to_string(&msg) else {
-                    continue;
-                };
+                let Ok(mut line) = serde_json::to_string(&msg) else { continue };
                 line.push('\n');
                 if write.write_all(line.as_bytes()).await.is_err() {
                     break;
@@ -127,21 +118,9 @@ impl ControlClient {
     /// Sends the worker's last metrics and waits (bounded) until they are written.
     pub async fn final_report(&self, snapshot: Snapshot) {
         let (written, done) = oneshot::channel();
-        let msg = WorkerMessage::Metrics {
-            seq: u64::MAX,
-            snapshot: Box::new(snapshot),
-        };
-        if self
-            .tx
-            .send(Outgoing {
-                msg,
-                written: Some(written),
-            })
-            .is_ok()
-        {
-            tokio::time::timeout(Duration::from_secs(1), done)
-                .await
-                .ok();
+        let msg = WorkerMessage::Metrics { seq: u64::MAX, snapshot: Box::new(snapshot) };
+        if self.tx.send(Outgoing { msg, written: Some(written) }).is_ok() {
+            tokio::time::timeout(Duration::from_secs(1), done).await.ok();
         }
     }
 }
@@ -152,15 +131,10 @@ mod tests {
 
     #[test]
     fn messages_are_json_lines() {
-        let msg = WorkerMessage::Recycle {
-            reason: RecycleReason::MaxRequests,
-        };
+        let msg = WorkerMessage::Recycle { reason: RecycleReason::MaxRequests };
         let text = serde_json::to_string(&msg).expect("serializes");
         assert_eq!(text, r#"{"type":"recycle","reason":"max_requests"}"#);
-        assert_eq!(
-            serde_json::from_str::<WorkerMessage>(&text).expect("parses"),
-            msg
-        );
+        assert_eq!(serde_json::from_str::<WorkerMessage>(&text).expect("parses"), msg);
         assert!(serde_json::from_str::<WorkerMessage>(r#"{"type":"nope"}"#).is_err());
     }
 }

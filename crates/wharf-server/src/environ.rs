@@ -98,10 +98,7 @@ impl EnvironTemplate {
         template.set_item(&keys.wsgi_input_terminated, true)?;
         template.set_item(&keys.wsgi_file_wrapper, file_wrapper)?;
         template.set_item(&keys.script_name, &settings.root_path)?;
-        template.set_item(
-            &keys.server_software,
-            concat!("wharf/", env!("CARGO_PKG_VERSION")),
-        )?;
+        template.set_item(&keys.server_software, concat!("wharf/", env!("CARGO_PKG_VERSION")))?;
         // Slots for what every request sets (Host is in nearly all), so the per-request copy
         // already has room for them and a few more headers: filling a copy of the bare
         // constants made CPython grow its hash table twice per request.
@@ -147,31 +144,18 @@ impl EnvironTemplate {
         let path_info = strip_root(&decoded, self.root_path.as_bytes());
         env.set_item(&k.path_info, latin1(py, path_info))?;
         env.set_item(&k.query_string, parts.uri.query().unwrap_or(""))?;
-        let target = parts
-            .uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or(raw_path);
+        let target = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or(raw_path);
         let target = latin1(py, target.as_bytes());
         env.set_item(&k.raw_uri, &target)?;
         env.set_item(&k.request_uri, &target)?;
         env.set_item(&k.server_protocol, protocol(parts.version))?;
 
-        let view = forwarded::client_view(
-            &parts.headers,
-            peer.remote.map(|a| a.ip()),
-            &self.trusted_proxies,
-        );
+        let view = forwarded::client_view(&parts.headers, peer.remote.map(|a| a.ip()), &self.trusted_proxies);
         let scheme = view.scheme.unwrap_or("http");
         if scheme != "http" {
             env.set_item(&k.wsgi_url_scheme, scheme)?;
         }
-        let host = view.host.as_deref().or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
+        let host = view.host.as_deref().or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
         let (server_name, server_port) = server_name_port(host, peer.local, scheme);
         env.set_item(&k.server_name, latin1(py, server_name.as_bytes()))?;
         env.set_item(&k.server_port, server_port)?;
@@ -189,9 +173,7 @@ impl EnvironTemplate {
         env.set_item(&k.wsgi_input, input)?;
 
         for name in parts.headers.keys() {
-            let Some(key) = cache.key(py, k, name) else {
-                continue;
-            };
+            let Some(key) = cache.key(py, k, name) else { continue };
             let mut values = parts.headers.get_all(name).iter();
             let Some(first) = values.next() else { continue };
             let value = match values.next() {
@@ -231,8 +213,7 @@ impl HeaderKeyCache {
             environ_key(name.as_str()).map(|k| PyString::intern(py, &k).unbind())
         };
         if self.keys.len() < HEADER_KEY_CACHE_LIMIT {
-            self.keys
-                .insert(name.clone(), key.as_ref().map(|k| k.clone_ref(py)));
+            self.keys.insert(name.clone(), key.as_ref().map(|k| k.clone_ref(py)));
         }
         key
     }
@@ -246,13 +227,7 @@ pub fn environ_key(header: &str) -> Option<String> {
     }
     let mut key = String::with_capacity(header.len() + 5);
     key.push_str("HTTP_");
-    key.extend(header.chars().map(|c| {
-        if c == '-' {
-            '_'
-        } else {
-            c.to_ascii_uppercase()
-        }
-    }));
+    key.extend(header.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }));
     Some(key)
 }
 
@@ -307,16 +282,10 @@ pub fn server_name_port<'a>(
     if let Some(host) = host.map(str::trim).filter(|h| !h.is_empty()) {
         let (name, port) = split_host(host);
         let default_port = if scheme == "https" { "443" } else { "80" };
-        return (
-            Cow::Borrowed(name),
-            Cow::Borrowed(port.unwrap_or(default_port)),
-        );
+        return (Cow::Borrowed(name), Cow::Borrowed(port.unwrap_or(default_port)));
     }
     match local {
-        Some(addr) => (
-            Cow::Owned(addr.ip().to_string()),
-            Cow::Owned(addr.port().to_string()),
-        ),
+        Some(addr) => (Cow::Owned(addr.ip().to_string()), Cow::Owned(addr.port().to_string())),
         None => (Cow::Borrowed("localhost"), Cow::Borrowed("80")),
     }
 }
@@ -346,19 +315,13 @@ pub fn split_host(host: &str) -> (&str, Option<&str>) {
         return (host, None);
     }
     match host.rsplit_once(':') {
-        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-            (name, Some(port))
-        }
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => (name, Some(port)),
         _ => (host, None),
     }
 }
 
 fn protocol(version: Version) -> &'static str {
-    if version == Version::HTTP_10 {
-        "HTTP/1.0"
-    } else {
-        "HTTP/1.1"
-    }
+    if version == Version::HTTP_10 { "HTTP/1.0" } else { "HTTP/1.1" }
 }
 
 /// Bytes as a Python str, one code point per byte (the PEP 3333 "native string" rule).
@@ -378,10 +341,7 @@ mod tests {
 
     #[test]
     fn header_keys() {
-        assert_eq!(
-            environ_key("user-agent").as_deref(),
-            Some("HTTP_USER_AGENT")
-        );
+        assert_eq!(environ_key("user-agent").as_deref(), Some("HTTP_USER_AGENT"));
         assert_eq!(environ_key("x-a-b").as_deref(), Some("HTTP_X_A_B"));
         assert_eq!(environ_key("x_forwarded_for"), None);
     }
@@ -389,10 +349,7 @@ mod tests {
     #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode(b"/a%20b").as_ref(), &b"/a b"[..]);
-        assert_eq!(
-            percent_decode(b"/%E2%82%AC").as_ref(),
-            &[b'/', 0xE2, 0x82, 0xAC][..]
-        );
+        assert_eq!(percent_decode(b"/%E2%82%AC").as_ref(), &[b'/', 0xE2, 0x82, 0xAC][..]);
         assert_eq!(percent_decode(b"/%2Fx").as_ref(), &b"//x"[..]);
         assert_eq!(percent_decode(b"/%zz%4").as_ref(), &b"/%zz%4"[..]);
         assert_eq!(percent_decode(b"%41").as_ref(), &b"A"[..]);
@@ -414,25 +371,10 @@ mod tests {
     fn server_name_from_host_or_socket() {
         let local: SocketAddr = "127.0.0.1:8000".parse().expect("addr");
         let pair = |a: &'static str, b: &'static str| (Cow::Borrowed(a), Cow::Borrowed(b));
-        assert_eq!(
-            server_name_port(None, Some(local), "http"),
-            pair("127.0.0.1", "8000")
-        );
-        assert_eq!(
-            server_name_port(Some("example.com:8080"), Some(local), "http"),
-            pair("example.com", "8080")
-        );
-        assert_eq!(
-            server_name_port(Some("example.com"), Some(local), "http"),
-            pair("example.com", "80")
-        );
-        assert_eq!(
-            server_name_port(Some("example.com"), Some(local), "https"),
-            pair("example.com", "443")
-        );
-        assert_eq!(
-            server_name_port(Some("[::1]:9"), Some(local), "http"),
-            pair("[::1]", "9")
-        );
+        assert_eq!(server_name_port(None, Some(local), "http"), pair("127.0.0.1", "8000"));
+        assert_eq!(server_name_port(Some("example.com:8080"), Some(local), "http"), pair("example.com", "8080"));
+        assert_eq!(server_name_port(Some("example.com"), Some(local), "http"), pair("example.com", "80"));
+        assert_eq!(server_name_port(Some("example.com"), Some(local), "https"), pair("example.com", "443"));
+        assert_eq!(server_name_port(Some("[::1]:9"), Some(local), "http"), pair("[::1]", "9"));
     }
 }

@@ -19,10 +19,7 @@ impl FileWrapper {
     #[new]
     #[pyo3(signature = (filelike, blksize = 8192))]
     fn new(filelike: Py<PyAny>, blksize: isize) -> Self {
-        let blksize = usize::try_from(blksize)
-            .ok()
-            .filter(|&b| b > 0)
-            .unwrap_or(8192);
+        let blksize = usize::try_from(blksize).ok().filter(|&b| b > 0).unwrap_or(8192);
         FileWrapper { filelike, blksize }
     }
 
@@ -31,10 +28,7 @@ impl FileWrapper {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let block = self
-            .filelike
-            .bind(py)
-            .call_method1("read", (self.blksize,))?;
+        let block = self.filelike.bind(py).call_method1("read", (self.blksize,))?;
         if block.is_truthy()? {
             Ok(block)
         } else {
@@ -79,12 +73,7 @@ impl FileWrapper {
             return None;
         }
         let len = meta.len().saturating_sub(offset);
-        Some(FileSource {
-            file,
-            offset,
-            len,
-            blksize: self.blksize.max(64 * 1024),
-        })
+        Some(FileSource { file, offset, len, blksize: self.blksize.max(64 * 1024) })
     }
 }
 

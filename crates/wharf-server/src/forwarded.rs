@@ -16,10 +16,7 @@ impl FromStr for TrustedProxies {
     type Err = String;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let mut trusted = TrustedProxies {
-            any: false,
-            nets: Vec::new(),
-        };
+        let mut trusted = TrustedProxies { any: false, nets: Vec::new() };
         for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if item == "*" {
                 trusted.any = true;
@@ -29,9 +26,7 @@ impl FromStr for TrustedProxies {
                 Some((a, p)) => (a, Some(p)),
                 None => (item, None),
             };
-            let ip: IpAddr = addr
-                .parse()
-                .map_err(|_| format!("{item:?} is not an IP address or CIDR"))?;
+            let ip: IpAddr = addr.parse().map_err(|_| format!("{item:?} is not an IP address or CIDR"))?;
             let max = if ip.is_ipv4() { 32 } else { 128 };
             let prefix = match prefix {
                 None => max,
@@ -54,19 +49,11 @@ fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     };
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix))
-            };
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
             u32::from(a) & mask == u32::from(b) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix))
-            };
+            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
             u128::from(a) & mask == u128::from(b) & mask
         }
         _ => false,
@@ -75,11 +62,7 @@ fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
 
 impl TrustedProxies {
     pub fn trusts(&self, ip: IpAddr) -> bool {
-        self.any
-            || self
-                .nets
-                .iter()
-                .any(|&(net, prefix)| in_net(ip, net, prefix))
+        self.any || self.nets.iter().any(|&(net, prefix)| in_net(ip, net, prefix))
     }
 }
 
@@ -92,11 +75,7 @@ pub struct ClientView {
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())
 }
 
 fn scheme(value: &str) -> Option<&'static str> {
@@ -126,24 +105,14 @@ fn forwarded_node(value: &str) -> String {
         return rest.split(']').next().unwrap_or(rest).to_owned();
     }
     match v.rsplit_once(':') {
-        Some((host, port))
-            if v.matches(':').count() == 1 && port.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            host.to_owned()
-        }
+        Some((host, port)) if v.matches(':').count() == 1 && port.bytes().all(|b| b.is_ascii_digit()) => host.to_owned(),
         _ => v.to_owned(),
     }
 }
 
 /// The client view from a request that arrived from `peer`; empty unless `peer` is trusted.
-pub fn client_view(
-    headers: &HeaderMap,
-    peer: Option<IpAddr>,
-    trusted: &TrustedProxies,
-) -> ClientView {
-    let Some(peer) = peer else {
-        return ClientView::default();
-    };
+pub fn client_view(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &TrustedProxies) -> ClientView {
+    let Some(peer) = peer else { return ClientView::default() };
     if !trusted.trusts(peer) {
         return ClientView::default();
     }
@@ -158,9 +127,7 @@ pub fn client_view(
         let mut view = ClientView::default();
         for element in &forwarded {
             for pair in element.split(';') {
-                let Some((key, value)) = pair.split_once('=') else {
-                    continue;
-                };
+                let Some((key, value)) = pair.split_once('=') else { continue };
                 match key.trim().to_ascii_lowercase().as_str() {
                     "for" => chain.push(forwarded_node(value)),
                     "proto" => view.scheme = scheme(value.trim_matches('"')).or(view.scheme),
@@ -182,10 +149,8 @@ pub fn client_view(
         .collect();
     ClientView {
         remote_addr: client_from_chain(&chain, trusted),
-        scheme: header_str(headers, "x-forwarded-proto")
-            .and_then(|v| scheme(v.split(',').next().unwrap_or(v))),
-        host: header_str(headers, "x-forwarded-host")
-            .map(|v| v.split(',').next().unwrap_or(v).trim().to_owned()),
+        scheme: header_str(headers, "x-forwarded-proto").and_then(|v| scheme(v.split(',').next().unwrap_or(v))),
+        host: header_str(headers, "x-forwarded-host").map(|v| v.split(',').next().unwrap_or(v).trim().to_owned()),
     }
 }
 
@@ -196,10 +161,7 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                http::header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                v.parse().expect("value"),
-            );
+            h.append(http::header::HeaderName::from_bytes(k.as_bytes()).expect("name"), v.parse().expect("value"));
         }
         h
     }
@@ -214,26 +176,15 @@ mod tests {
         assert!(t.trusts("10.1.2.3".parse().expect("ip")));
         assert!(t.trusts("::ffff:127.0.0.1".parse().expect("ip")));
         assert!(!t.trusts("11.0.0.1".parse().expect("ip")));
-        assert!(
-            "*".parse::<TrustedProxies>()
-                .expect("valid")
-                .trusts("8.8.8.8".parse().expect("ip"))
-        );
+        assert!("*".parse::<TrustedProxies>().expect("valid").trusts("8.8.8.8".parse().expect("ip")));
         assert!("1.2.3.4/40".parse::<TrustedProxies>().is_err());
         assert!("nope".parse::<TrustedProxies>().is_err());
     }
 
     #[test]
     fn untrusted_peers_change_nothing() {
-        let h = headers(&[
-            ("x-forwarded-for", "1.2.3.4"),
-            ("x-forwarded-proto", "https"),
-            ("forwarded", "for=5.6.7.8"),
-        ]);
-        assert_eq!(
-            client_view(&h, Some("192.168.1.1".parse().expect("ip")), &local()),
-            ClientView::default()
-        );
+        let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("forwarded", "for=5.6.7.8")]);
+        assert_eq!(client_view(&h, Some("192.168.1.1".parse().expect("ip")), &local()), ClientView::default());
     }
 
     #[test]
@@ -252,10 +203,7 @@ mod tests {
     #[test]
     fn rfc7239_forwarded_wins() {
         let h = headers(&[
-            (
-                "forwarded",
-                "for=\"[2001:db8::1]:4711\";proto=https;host=app.example, for=10.0.0.7",
-            ),
+            ("forwarded", "for=\"[2001:db8::1]:4711\";proto=https;host=app.example, for=10.0.0.7"),
             ("x-forwarded-for", "9.9.9.9"),
         ]);
         let view = client_view(&h, Some("127.0.0.1".parse().expect("ip")), &local());
@@ -267,9 +215,6 @@ mod tests {
     #[test]
     fn bogus_proto_is_ignored() {
         let h = headers(&[("x-forwarded-proto", "javascript")]);
-        assert_eq!(
-            client_view(&h, Some("127.0.0.1".parse().expect("ip")), &local()).scheme,
-            None
-        );
+        assert_eq!(client_view(&h, Some("127.0.0.1".parse().expect("ip")), &local()).scheme, None);
     }
 }

@@ -50,39 +50,20 @@ impl From<ClientGone> for Failure {
 }
 
 pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job: Job) {
-    let Job {
-        parts,
-        body,
-        peer,
-        reply,
-        expire: _,
-        enqueued,
-        trace,
-    } = job;
+    let Job { parts, body, peer, reply, expire: _, enqueued, trace } = job;
     if let Some(trace) = &trace {
-        trace.acquired.store(
-            enqueued.elapsed().as_nanos() as u64 + 1,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        trace.acquired.store(enqueued.elapsed().as_nanos() as u64 + 1, std::sync::atomic::Ordering::Relaxed);
     }
     let is_head = parts.method == Method::HEAD;
-    let responder = Responder::new(
-        reply,
-        Arc::clone(&ctx.outbox),
-        ctx.io_timeout,
-        is_head,
-        body.clone(),
-    );
-    let objects = Bound::new(py, StartResponse::new(responder)).and_then(|sr| {
-        let input = match body {
-            None => ctx.empty_input.bind(py).clone(),
-            Some(body) => Bound::new(
-                py,
-                WsgiInput::new(Some(body), ctx.limit_request_body, ctx.io_timeout),
-            )?,
-        };
-        Ok((sr, input))
-    });
+    let responder = Responder::new(reply, Arc::clone(&ctx.outbox), ctx.io_timeout, is_head, body.clone());
+    let objects = Bound::new(py, StartResponse::new(responder))
+        .and_then(|sr| {
+            let input = match body {
+                None => ctx.empty_input.bind(py).clone(),
+                Some(body) => Bound::new(py, WsgiInput::new(Some(body), ctx.limit_request_body, ctx.io_timeout))?,
+            };
+            Ok((sr, input))
+        });
     let (start_response, input) = match objects {
         Ok(objects) => objects,
         Err(err) => {
@@ -91,20 +72,10 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job:
         }
     };
     let method = parts.method.clone();
-    let environ = match ctx
-        .environ
-        .build(py, cache, &parts, &peer, input.clone().into_any())
-    {
+    let environ = match ctx.environ.build(py, cache, &parts, &peer, input.clone().into_any()) {
         Ok(environ) => environ,
         Err(err) => {
-            report_app_error(
-                py,
-                start_response.get(),
-                &method,
-                parts.uri.path(),
-                &err,
-                BodyFailure::None,
-            );
+            report_app_error(py, start_response.get(), &method, parts.uri.path(), &err, BodyFailure::None);
             return;
         }
     };
@@ -125,14 +96,7 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job:
                 BodyFailure::Broken => ctx.metrics.rejected(Rejection::BadRequest),
                 BodyFailure::None | BodyFailure::Released => {}
             }
-            report_app_error(
-                py,
-                start_response.get(),
-                &method,
-                &request_target(ctx, &environ),
-                &err,
-                failure,
-            );
+            report_app_error(py, start_response.get(), &method, &request_target(ctx, &environ), &err, failure);
         }
     }
     ctx.metrics.request_body(input.get().received());
@@ -199,19 +163,11 @@ fn require_head(sr: &StartResponse) -> Result<(), Failure> {
 
 fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Result<&'a Bound<'py, PyBytes>, Failure> {
     item.cast::<PyBytes>().map_err(|_| {
-        Failure::App(PyTypeError::new_err(format!(
-            "the response iterable must yield bytes, not {}",
-            item.get_type()
-        )))
+        Failure::App(PyTypeError::new_err(format!("the response iterable must yield bytes, not {}", item.get_type())))
     })
 }
 
-fn send_result(
-    py: Python<'_>,
-    sr: &StartResponse,
-    result: &Bound<'_, PyAny>,
-    is_head: bool,
-) -> Result<(), Failure> {
+fn send_result(py: Python<'_>, sr: &StartResponse, result: &Bound<'_, PyAny>, is_head: bool) -> Result<(), Failure> {
     // A list or tuple is complete already: one message carries head and body, with an exact
     // Content-Length, and no per-chunk hand-off is needed.
     if let Ok(list) = result.cast::<PyList>() {
@@ -274,12 +230,7 @@ fn send_sequence<'py>(
     Ok(())
 }
 
-fn send_file(
-    py: Python<'_>,
-    sr: &StartResponse,
-    mut source: FileSource,
-    is_head: bool,
-) -> Result<(), Failure> {
+fn send_file(py: Python<'_>, sr: &StartResponse, mut source: FileSource, is_head: bool) -> Result<(), Failure> {
     require_head(sr)?;
     let mut remaining = match sr.with(|r| r.declared_content_length())? {
         Some(declared) => declared.min(source.len),
@@ -292,9 +243,7 @@ fn send_file(
         remaining = 0;
     }
     while remaining > 0 {
-        let block = py
-            .detach(|| source.read_block(remaining))
-            .map_err(|e| PyErr::from(e))?;
+        let block = py.detach(|| source.read_block(remaining)).map_err(|e| PyErr::from(e))?;
         if block.is_empty() {
             break;
         }
@@ -314,8 +263,7 @@ fn report_app_error(
     input_failure: BodyFailure,
 ) {
     let failed_body = input_failure.response();
-    let (status, message) =
-        failed_body.unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"));
+    let (status, message) = failed_body.unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"));
     if failed_body.is_none() {
         tracing::error!(method = %method, path, "application error: {}", pyerr::traceback(py, err));
     } else {

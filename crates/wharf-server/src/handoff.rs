@@ -36,31 +36,13 @@ impl Handoff {
         let sockets: Vec<String> = self
             .sockets
             .iter()
-            .map(|(kind, fd)| {
-                format!(
-                    "{}:{fd}",
-                    if *kind == SocketKind::Tcp {
-                        "tcp"
-                    } else {
-                        "unix"
-                    }
-                )
-            })
+            .map(|(kind, fd)| format!("{}:{fd}", if *kind == SocketKind::Tcp { "tcp" } else { "unix" }))
             .collect();
-        format!(
-            "id={};control={};sockets={}",
-            self.worker_id,
-            self.control,
-            sockets.join(",")
-        )
+        format!("id={};control={};sockets={}", self.worker_id, self.control, sockets.join(","))
     }
 
     pub fn decode(value: &str) -> Result<Handoff, String> {
-        let bad = || {
-            format!(
-                "malformed {HANDOFF_ENV}={value:?} (internal: set only by the wharf supervisor)"
-            )
-        };
+        let bad = || format!("malformed {HANDOFF_ENV}={value:?} (internal: set only by the wharf supervisor)");
         let mut worker_id = None;
         let mut control = None;
         let mut sockets = Vec::new();
@@ -83,11 +65,7 @@ impl Handoff {
                 _ => return Err(bad()),
             }
         }
-        Ok(Handoff {
-            worker_id: worker_id.ok_or_else(bad)?,
-            control: control.ok_or_else(bad)?,
-            sockets,
-        })
+        Ok(Handoff { worker_id: worker_id.ok_or_else(bad)?, control: control.ok_or_else(bad)?, sockets })
     }
 
     pub fn from_env() -> Result<Option<Handoff>, String> {
@@ -114,10 +92,7 @@ impl Handoff {
 impl SharedSocket {
     pub fn from_listener(listener: Listener) -> Result<SharedSocket, StartError> {
         let describe = listener.describe();
-        let err = |source| StartError::Bind {
-            addr: describe.clone(),
-            source,
-        };
+        let err = |source| StartError::Bind { addr: describe.clone(), source };
         let (kind, fd) = match listener {
             Listener::Tcp(l) => (SocketKind::Tcp, OwnedFd::from(l.into_std().map_err(err)?)),
             Listener::Unix(l) => (SocketKind::Unix, OwnedFd::from(l.into_std().map_err(err)?)),
@@ -132,38 +107,19 @@ impl SharedSocket {
 
 /// Sockets passed by systemd (or any launcher following its protocol) for this process.
 pub fn systemd_sockets() -> Result<Option<Vec<SharedSocket>>, StartError> {
-    let for_us = std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        == Some(std::process::id());
-    let count = std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|n| n.parse::<i32>().ok());
-    let (true, Some(count)) = (for_us, count) else {
-        return Ok(None);
-    };
+    let for_us = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<i32>().ok());
+    let (true, Some(count)) = (for_us, count) else { return Ok(None) };
     let mut sockets = Vec::new();
     for fd in 3..3 + count {
         // SAFETY: LISTEN_FDS/LISTEN_PID say these descriptors were passed to this process.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let tcp = std::net::TcpListener::from(owned);
         let (kind, owned, describe) = match tcp.local_addr() {
-            Ok(addr) => (
-                SocketKind::Tcp,
-                OwnedFd::from(tcp),
-                format!("http://{addr} (socket activation)"),
-            ),
-            Err(_) => (
-                SocketKind::Unix,
-                OwnedFd::from(tcp),
-                format!("fd {fd} (socket activation)"),
-            ),
+            Ok(addr) => (SocketKind::Tcp, OwnedFd::from(tcp), format!("http://{addr} (socket activation)")),
+            Err(_) => (SocketKind::Unix, OwnedFd::from(tcp), format!("fd {fd} (socket activation)")),
         };
-        sockets.push(SharedSocket {
-            kind,
-            fd: owned,
-            describe,
-        });
+        sockets.push(SharedSocket { kind, fd: owned, describe });
     }
     // Children must not take these variables as addressed to them.
     // SAFETY: called at startup, before any other thread of this process reads the environment.
@@ -181,11 +137,7 @@ mod tests {
 
     #[test]
     fn handoff_round_trips() {
-        let h = Handoff {
-            worker_id: 7,
-            control: 9,
-            sockets: vec![(SocketKind::Tcp, 3), (SocketKind::Unix, 4)],
-        };
+        let h = Handoff { worker_id: 7, control: 9, sockets: vec![(SocketKind::Tcp, 3), (SocketKind::Unix, 4)] };
         assert_eq!(Handoff::decode(&h.encode()), Ok(h));
         assert!(Handoff::decode("id=1").is_err());
         assert!(Handoff::decode("id=1;control=x;sockets=").is_err());

@@ -43,13 +43,7 @@ impl WsgiInput {
     pub fn new(body: Option<Arc<SharedBody>>, limit: u64, io_timeout: Duration) -> Self {
         WsgiInput {
             shared: body.clone(),
-            reader: Mutex::new(BodyReader {
-                body,
-                pending: Bytes::new(),
-                received: 0,
-                limit,
-                io_timeout,
-            }),
+            reader: Mutex::new(BodyReader { body, pending: Bytes::new(), received: 0, limit, io_timeout }),
         }
     }
 
@@ -59,19 +53,12 @@ impl WsgiInput {
     }
 
     pub fn failure(&self) -> BodyFailure {
-        self.shared
-            .as_ref()
-            .map_or(BodyFailure::None, |shared| shared.failure())
+        self.shared.as_ref().map_or(BodyFailure::None, |shared| shared.failure())
     }
 
-    fn with_reader<R>(
-        &self,
-        f: impl FnOnce(&mut BodyReader) -> Result<R, BodyFailure>,
-    ) -> PyResult<R> {
-        let mut reader = self
-            .reader
-            .lock()
-            .map_err(|_| PyOSError::new_err("wsgi.input is unusable after an earlier failure"))?;
+    fn with_reader<R>(&self, f: impl FnOnce(&mut BodyReader) -> Result<R, BodyFailure>) -> PyResult<R> {
+        let mut reader =
+            self.reader.lock().map_err(|_| PyOSError::new_err("wsgi.input is unusable after an earlier failure"))?;
         f(&mut reader).map_err(|failure| {
             if let Some(shared) = &self.shared {
                 shared.set_failure(failure);
@@ -93,19 +80,13 @@ impl WsgiInput {
 impl BodyReader {
     /// Gets the next piece of the body into `pending` (which must be empty).
     fn fill(&mut self, py: Python<'_>) -> Result<Fill, BodyFailure> {
-        let Some(shared) = self.body.as_ref() else {
-            return Ok(Fill::Eof);
-        };
+        let Some(shared) = self.body.as_ref() else { return Ok(Fill::Eof) };
         let mut slot = shared.lock();
         let Some(body) = slot.as_mut() else {
             let released = shared.released();
             drop(slot);
             self.body = None;
-            return if released {
-                Err(BodyFailure::Released)
-            } else {
-                Ok(Fill::Eof)
-            };
+            return if released { Err(BodyFailure::Released) } else { Ok(Fill::Eof) };
         };
         let deadline = Instant::now() + self.io_timeout;
         loop {
@@ -113,9 +94,7 @@ impl BodyReader {
             // for the client lets other Python threads run.
             let frame = match poll_now(|cx| body.poll_frame(cx)) {
                 Poll::Ready(frame) => Ok(frame),
-                Poll::Pending => py.detach(|| {
-                    block_on_until(std::future::poll_fn(|cx| body.poll_frame(cx)), deadline)
-                }),
+                Poll::Pending => py.detach(|| block_on_until(std::future::poll_fn(|cx| body.poll_frame(cx)), deadline)),
             };
             match frame {
                 Err(_) => return Err(BodyFailure::TimedOut),
@@ -133,9 +112,7 @@ impl BodyReader {
                 }
                 Ok(Some(Ok(frame))) => {
                     // Trailers carry no body bytes; keep reading.
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
+                    let Ok(data) = frame.into_data() else { continue };
                     if data.is_empty() {
                         continue;
                     }
@@ -155,25 +132,12 @@ impl BodyReader {
 
     /// Up to `size` bytes (all remaining when `None`), stopping after the first `\n` when
     /// `line` is set.
-    fn read_until(
-        &mut self,
-        py: Python<'_>,
-        size: Option<usize>,
-        line: bool,
-    ) -> Result<Vec<u8>, BodyFailure> {
+    fn read_until(&mut self, py: Python<'_>, size: Option<usize>, line: bool) -> Result<Vec<u8>, BodyFailure> {
         // Sized for what can still come (up to a bound: the client only declared it), so a
         // large read does not grow and copy its buffer step by step.
-        let still_to_come = self
-            .body
-            .as_ref()
-            .and_then(|shared| shared.lock().as_ref().and_then(RequestBody::remaining));
+        let still_to_come = self.body.as_ref().and_then(|shared| shared.lock().as_ref().and_then(RequestBody::remaining));
         let expected = self.pending.len() as u64 + still_to_come.unwrap_or(0);
-        let capacity = if line {
-            0
-        } else {
-            size.unwrap_or(usize::MAX)
-                .min(expected.min(1 << 20) as usize)
-        };
+        let capacity = if line { 0 } else { size.unwrap_or(usize::MAX).min(expected.min(1 << 20) as usize) };
         let mut out = Vec::with_capacity(capacity);
         loop {
             let want = size.map_or(usize::MAX, |s| s - out.len());
@@ -186,11 +150,7 @@ impl BodyReader {
                 }
             }
             let window = want.min(self.pending.len());
-            let newline = if line {
-                self.pending[..window].iter().position(|&b| b == b'\n')
-            } else {
-                None
-            };
+            let newline = if line { self.pending[..window].iter().position(|&b| b == b'\n') } else { None };
             match newline {
                 Some(pos) => {
                     out.extend_from_slice(&self.pending.split_to(pos + 1));

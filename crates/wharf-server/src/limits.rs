@@ -23,8 +23,7 @@ fn reject(status: StatusCode, reason: &'static str) -> Result<(), Rejection> {
 
 /// Size of the request target as the client sent it.
 fn target_len(uri: &http::Uri) -> usize {
-    uri.path_and_query()
-        .map_or(uri.path().len(), |pq| pq.as_str().len())
+    uri.path_and_query().map_or(uri.path().len(), |pq| pq.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len())
         + uri.scheme_str().map_or(0, |s| s.len() + 3)
 }
@@ -40,10 +39,7 @@ pub fn check(parts: &http::request::Parts, limits: &Limits) -> Result<(), Reject
         // A tunnel is a proxy's job; an app that answered 2xx would leave hyper expecting to
         // switch the connection to raw bytes, and the client with an empty reply. (400, not
         // 405: a 405 must list the methods the resource allows, which only the app knows.)
-        return reject(
-            StatusCode::BAD_REQUEST,
-            "CONNECT is not supported: wharf is not a proxy",
-        );
+        return reject(StatusCode::BAD_REQUEST, "CONNECT is not supported: wharf is not a proxy");
     }
     let hosts = headers.get_all(header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && parts.version == Version::HTTP_11) {
@@ -70,10 +66,7 @@ fn check_framing(headers: &HeaderMap) -> Result<(), Rejection> {
     let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
     let has_te = headers.contains_key(header::TRANSFER_ENCODING);
     if has_te && !lengths.is_empty() {
-        return reject(
-            StatusCode::BAD_REQUEST,
-            "both Content-Length and Transfer-Encoding",
-        );
+        return reject(StatusCode::BAD_REQUEST, "both Content-Length and Transfer-Encoding");
     }
     if lengths.len() > 1 {
         return reject(StatusCode::BAD_REQUEST, "repeated Content-Length");
@@ -99,18 +92,12 @@ fn check_framing(headers: &HeaderMap) -> Result<(), Rejection> {
 }
 
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// Whether the request carries a body at all (RFC 9112 §6.3).
 pub fn has_body(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING)
-        || content_length(headers).is_some_and(|n| n > 0)
+    headers.contains_key(header::TRANSFER_ENCODING) || content_length(headers).is_some_and(|n| n > 0)
 }
 
 #[cfg(test)]
@@ -118,10 +105,7 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits {
-            request_line: 100,
-            body: 1000,
-        }
+        Limits { request_line: 100, body: 1000 }
     }
 
     fn req(version: Version, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
@@ -138,83 +122,37 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_requests() {
-        assert_eq!(
-            status(&req(Version::HTTP_11, "/x?y=1", &[("host", "a")])),
-            None
-        );
+        assert_eq!(status(&req(Version::HTTP_11, "/x?y=1", &[("host", "a")])), None);
         assert_eq!(status(&req(Version::HTTP_10, "/", &[])), None);
-        assert_eq!(
-            status(&req(
-                Version::HTTP_11,
-                "/",
-                &[("host", "a"), ("content-length", "10")]
-            )),
-            None
-        );
-        assert_eq!(
-            status(&req(
-                Version::HTTP_11,
-                "/",
-                &[("host", "a"), ("transfer-encoding", "chunked")]
-            )),
-            None
-        );
+        assert_eq!(status(&req(Version::HTTP_11, "/", &[("host", "a"), ("content-length", "10")])), None);
+        assert_eq!(status(&req(Version::HTTP_11, "/", &[("host", "a"), ("transfer-encoding", "chunked")])), None);
     }
 
     #[test]
     fn size_limits() {
         let long = format!("/{}", "a".repeat(120));
-        assert_eq!(
-            status(&req(Version::HTTP_11, &long, &[("host", "a")])),
-            Some(414)
-        );
-        assert_eq!(
-            status(&req(
-                Version::HTTP_11,
-                "/",
-                &[("host", "a"), ("content-length", "1001")]
-            )),
-            Some(413)
-        );
+        assert_eq!(status(&req(Version::HTTP_11, &long, &[("host", "a")])), Some(414));
+        assert_eq!(status(&req(Version::HTTP_11, "/", &[("host", "a"), ("content-length", "1001")])), Some(413));
     }
 
     #[test]
     fn host_rules() {
         assert_eq!(status(&req(Version::HTTP_11, "/", &[])), Some(400));
-        assert_eq!(
-            status(&req(Version::HTTP_11, "/", &[("host", "a"), ("host", "b")])),
-            Some(400)
-        );
+        assert_eq!(status(&req(Version::HTTP_11, "/", &[("host", "a"), ("host", "b")])), Some(400));
     }
 
     #[test]
     fn smuggling_shapes_are_refused() {
         let cases: &[&[(&str, &str)]] = &[
-            &[
-                ("host", "a"),
-                ("content-length", "5"),
-                ("transfer-encoding", "chunked"),
-            ],
-            &[
-                ("host", "a"),
-                ("content-length", "5"),
-                ("content-length", "5"),
-            ],
+            &[("host", "a"), ("content-length", "5"), ("transfer-encoding", "chunked")],
+            &[("host", "a"), ("content-length", "5"), ("content-length", "5")],
             &[("host", "a"), ("content-length", "+5")],
             &[("host", "a"), ("transfer-encoding", "gzip, chunked")],
-            &[
-                ("host", "a"),
-                ("transfer-encoding", "chunked"),
-                ("transfer-encoding", "chunked"),
-            ],
+            &[("host", "a"), ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
             &[("host", "a"), ("transfer-encoding", "identity")],
         ];
         for headers in cases {
-            assert_eq!(
-                status(&req(Version::HTTP_11, "/", headers)),
-                Some(400),
-                "{headers:?}"
-            );
+            assert_eq!(status(&req(Version::HTTP_11, "/", headers)), Some(400), "{headers:?}");
         }
     }
 

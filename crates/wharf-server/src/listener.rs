@@ -76,18 +76,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for T {}
 
 impl Listener {
     pub fn bind(spec: &BindSpec, backlog: u32) -> Result<Listener, StartError> {
-        let err = |source| StartError::Bind {
-            addr: spec.to_string(),
-            source,
-        };
+        let err = |source| StartError::Bind { addr: spec.to_string(), source };
         match spec {
             BindSpec::Tcp(addr) => {
-                let socket = if addr.is_ipv4() {
-                    TcpSocket::new_v4()
-                } else {
-                    TcpSocket::new_v6()
-                }
-                .map_err(err)?;
+                let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
                 socket.set_reuseaddr(true).map_err(err)?;
                 socket.bind(*addr).map_err(err)?;
                 Ok(Listener::Tcp(socket.listen(backlog).map_err(err)?))
@@ -106,14 +98,8 @@ impl Listener {
     }
 
     /// Takes over a listening socket inherited from the supervisor or a launcher.
-    pub fn adopt(
-        kind: crate::handoff::SocketKind,
-        fd: std::os::fd::OwnedFd,
-    ) -> Result<Listener, StartError> {
-        let err = |source| StartError::Bind {
-            addr: "inherited socket".into(),
-            source,
-        };
+    pub fn adopt(kind: crate::handoff::SocketKind, fd: std::os::fd::OwnedFd) -> Result<Listener, StartError> {
+        let err = |source| StartError::Bind { addr: "inherited socket".into(), source };
         match kind {
             crate::handoff::SocketKind::Tcp => {
                 let std = std::net::TcpListener::from(fd);
@@ -133,10 +119,7 @@ impl Listener {
     /// The address clients connect to, for logs.
     pub fn describe(&self) -> String {
         match self {
-            Listener::Tcp(l) => l
-                .local_addr()
-                .map(|a| format!("http://{a}"))
-                .unwrap_or_else(|_| "tcp".into()),
+            Listener::Tcp(l) => l.local_addr().map(|a| format!("http://{a}")).unwrap_or_else(|_| "tcp".into()),
             Listener::Unix(l) => l
                 .local_addr()
                 .ok()
@@ -152,23 +135,11 @@ impl Listener {
                 // Responses are written in whole frames; Nagle would only add latency.
                 stream.set_nodelay(true)?;
                 let local = stream.local_addr().ok();
-                Ok((
-                    Box::new(stream),
-                    Peer {
-                        remote: Some(remote),
-                        local,
-                    },
-                ))
+                Ok((Box::new(stream), Peer { remote: Some(remote), local }))
             }
             Listener::Unix(l) => {
                 let (stream, _) = l.accept().await?;
-                Ok((
-                    Box::new(stream),
-                    Peer {
-                        remote: None,
-                        local: None,
-                    },
-                ))
+                Ok((Box::new(stream), Peer { remote: None, local: None }))
             }
         }
     }
@@ -180,21 +151,10 @@ mod tests {
 
     #[test]
     fn parses_bind_forms() {
-        assert_eq!(
-            "127.0.0.1:80".parse(),
-            Ok(BindSpec::Tcp("127.0.0.1:80".parse().expect("addr")))
-        );
-        assert_eq!(
-            "[::1]:81".parse(),
-            Ok(BindSpec::Tcp("[::1]:81".parse().expect("addr")))
-        );
-        assert_eq!(
-            "unix:/tmp/a.sock".parse(),
-            Ok(BindSpec::Unix("/tmp/a.sock".into()))
-        );
-        assert!(
-            matches!("localhost:8000".parse::<BindSpec>(), Ok(BindSpec::Tcp(a)) if a.port() == 8000)
-        );
+        assert_eq!("127.0.0.1:80".parse(), Ok(BindSpec::Tcp("127.0.0.1:80".parse().expect("addr"))));
+        assert_eq!("[::1]:81".parse(), Ok(BindSpec::Tcp("[::1]:81".parse().expect("addr"))));
+        assert_eq!("unix:/tmp/a.sock".parse(), Ok(BindSpec::Unix("/tmp/a.sock".into())));
+        assert!(matches!("localhost:8000".parse::<BindSpec>(), Ok(BindSpec::Tcp(a)) if a.port() == 8000));
         assert!("unix:".parse::<BindSpec>().is_err());
         assert!("127.0.0.1".parse::<BindSpec>().is_err());
         assert!("127.0.0.1:http".parse::<BindSpec>().is_err());

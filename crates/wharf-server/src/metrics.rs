@@ -9,20 +9,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Request methods get their own label value; anything else is `_OTHER` (bounded cardinality).
-const METHODS: [&str; 10] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "_OTHER",
-];
+const METHODS: [&str; 10] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "_OTHER"];
 /// Status codes 100..=599.
 const STATUSES: usize = 500;
 
-const SECONDS_BUCKETS: [f64; 16] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0,
-];
-const BYTES_BUCKETS: [f64; 11] = [
-    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
-    67108864.0,
-];
+const SECONDS_BUCKETS: [f64; 16] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const BYTES_BUCKETS: [f64; 11] =
+    [64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 67108864.0];
 
 /// Why a request was refused before (or instead of) reaching the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,10 +45,7 @@ const REJECTIONS: [(Rejection, &str); 9] = [
 ];
 
 pub fn method_index(method: &http::Method) -> usize {
-    METHODS
-        .iter()
-        .position(|m| *m == method.as_str())
-        .unwrap_or(METHODS.len() - 1)
+    METHODS.iter().position(|m| *m == method.as_str()).unwrap_or(METHODS.len() - 1)
 }
 
 struct Histogram {
@@ -68,31 +59,18 @@ struct Histogram {
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_nanos: AtomicU64::new(0),
-        }
+        Histogram { bounds, buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(), sum_nanos: AtomicU64::new(0) }
     }
 
     fn observe(&self, value: f64) {
-        let idx = self
-            .bounds
-            .iter()
-            .position(|b| value <= *b)
-            .unwrap_or(self.bounds.len());
+        let idx = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
         self.buckets[idx].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos
-            .fetch_add((value * 1e9) as u64, Ordering::Relaxed);
+        self.sum_nanos.fetch_add((value * 1e9) as u64, Ordering::Relaxed);
     }
 
     fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot {
-            buckets: self
-                .buckets
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .collect(),
+            buckets: self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
             sum: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         }
     }
@@ -114,9 +92,7 @@ pub struct WorkerMetrics {
 impl WorkerMetrics {
     pub fn new(threads_total: u64) -> Self {
         WorkerMetrics {
-            requests: (0..METHODS.len() * STATUSES)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            requests: (0..METHODS.len() * STATUSES).map(|_| AtomicU64::new(0)).collect(),
             duration: Histogram::new(&SECONDS_BUCKETS),
             queue: Histogram::new(&SECONDS_BUCKETS),
             request_bytes: Histogram::new(&BYTES_BUCKETS),
@@ -136,10 +112,7 @@ impl WorkerMetrics {
     pub fn request_finished(&self, method: usize, status: u16, elapsed: Duration, bytes_sent: u64) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let status = usize::from(status.clamp(100, 599)) - 100;
-        if let Some(counter) = self
-            .requests
-            .get(method.min(METHODS.len() - 1) * STATUSES + status)
-        {
+        if let Some(counter) = self.requests.get(method.min(METHODS.len() - 1) * STATUSES + status) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         self.duration.observe(elapsed.as_secs_f64());
@@ -155,8 +128,7 @@ impl WorkerMetrics {
     }
 
     pub fn connection(&self, open: bool) {
-        self.connections
-            .fetch_add(if open { 1 } else { -1 }, Ordering::Relaxed);
+        self.connections.fetch_add(if open { 1 } else { -1 }, Ordering::Relaxed);
     }
 
     pub fn rejected(&self, why: Rejection) {
@@ -279,133 +251,43 @@ fn histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], h: &Histo
         let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
     }
     let total: u64 = h.buckets.iter().sum();
-    let _ = writeln!(
-        out,
-        "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {}\n{name}_count {total}",
-        h.sum
-    );
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {}\n{name}_count {total}", h.sum);
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-    );
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
 }
 
 /// Prometheus text exposition format (version 0.0.4).
 pub fn render(s: &Snapshot, process: &ProcessStats) -> String {
     let mut out = String::with_capacity(8192);
-    let _ = writeln!(
-        out,
-        "# HELP wharf_build_info Build information.\n# TYPE wharf_build_info gauge"
-    );
-    let _ = writeln!(
-        out,
-        "wharf_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wharf_requests_total Requests answered, by method and status code."
-    );
+    let _ = writeln!(out, "# HELP wharf_build_info Build information.\n# TYPE wharf_build_info gauge");
+    let _ = writeln!(out, "wharf_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "# HELP wharf_requests_total Requests answered, by method and status code.");
     let _ = writeln!(out, "# TYPE wharf_requests_total counter");
     for (key, n) in &s.requests {
         let (method, status) = key.split_once(' ').unwrap_or((key, "0"));
-        let _ = writeln!(
-            out,
-            "wharf_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}"
-        );
+        let _ = writeln!(out, "wharf_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}");
     }
-    histogram(
-        &mut out,
-        "wharf_request_duration_seconds",
-        "Time from request head to the end of the response.",
-        &SECONDS_BUCKETS,
-        &s.duration,
-    );
-    histogram(
-        &mut out,
-        "wharf_request_queue_seconds",
-        "Time a request waited for a free Python thread.",
-        &SECONDS_BUCKETS,
-        &s.queue,
-    );
-    histogram(
-        &mut out,
-        "wharf_request_body_bytes",
-        "Request body sizes read by the application.",
-        &BYTES_BUCKETS,
-        &s.request_bytes,
-    );
-    histogram(
-        &mut out,
-        "wharf_response_body_bytes",
-        "Response body sizes sent.",
-        &BYTES_BUCKETS,
-        &s.response_bytes,
-    );
-    gauge(
-        &mut out,
-        "wharf_requests_in_flight",
-        "Requests received and not yet fully answered.",
-        s.in_flight,
-    );
-    gauge(
-        &mut out,
-        "wharf_requests_queued",
-        "Requests waiting for a free Python thread.",
-        s.queued,
-    );
-    gauge(
-        &mut out,
-        "wharf_python_threads_busy",
-        "Python threads currently running the application.",
-        s.threads_busy,
-    );
-    gauge(
-        &mut out,
-        "wharf_python_threads_total",
-        "Python threads in all ready workers.",
-        s.threads_total,
-    );
-    gauge(
-        &mut out,
-        "wharf_connections_open",
-        "Open client connections.",
-        s.connections_open,
-    );
-    gauge(
-        &mut out,
-        "wharf_workers",
-        "Worker processes ready to serve.",
-        process.workers,
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wharf_worker_restarts_total Workers replaced, by reason.\n# TYPE wharf_worker_restarts_total counter"
-    );
+    histogram(&mut out, "wharf_request_duration_seconds", "Time from request head to the end of the response.", &SECONDS_BUCKETS, &s.duration);
+    histogram(&mut out, "wharf_request_queue_seconds", "Time a request waited for a free Python thread.", &SECONDS_BUCKETS, &s.queue);
+    histogram(&mut out, "wharf_request_body_bytes", "Request body sizes read by the application.", &BYTES_BUCKETS, &s.request_bytes);
+    histogram(&mut out, "wharf_response_body_bytes", "Response body sizes sent.", &BYTES_BUCKETS, &s.response_bytes);
+    gauge(&mut out, "wharf_requests_in_flight", "Requests received and not yet fully answered.", s.in_flight);
+    gauge(&mut out, "wharf_requests_queued", "Requests waiting for a free Python thread.", s.queued);
+    gauge(&mut out, "wharf_python_threads_busy", "Python threads currently running the application.", s.threads_busy);
+    gauge(&mut out, "wharf_python_threads_total", "Python threads in all ready workers.", s.threads_total);
+    gauge(&mut out, "wharf_connections_open", "Open client connections.", s.connections_open);
+    gauge(&mut out, "wharf_workers", "Worker processes ready to serve.", process.workers);
+    let _ = writeln!(out, "# HELP wharf_worker_restarts_total Workers replaced, by reason.\n# TYPE wharf_worker_restarts_total counter");
     for (reason, n) in &process.restarts {
-        let _ = writeln!(
-            out,
-            "wharf_worker_restarts_total{{reason=\"{reason}\"}} {n}"
-        );
+        let _ = writeln!(out, "wharf_worker_restarts_total{{reason=\"{reason}\"}} {n}");
     }
-    let _ = writeln!(
-        out,
-        "# HELP wharf_rejected_total Requests refused by the server itself, by reason.\n# TYPE wharf_rejected_total counter"
-    );
+    let _ = writeln!(out, "# HELP wharf_rejected_total Requests refused by the server itself, by reason.\n# TYPE wharf_rejected_total counter");
     for (_, name) in REJECTIONS {
-        let _ = writeln!(
-            out,
-            "wharf_rejected_total{{reason=\"{name}\"}} {}",
-            s.rejected.get(name).copied().unwrap_or(0)
-        );
+        let _ = writeln!(out, "wharf_rejected_total{{reason=\"{name}\"}} {}", s.rejected.get(name).copied().unwrap_or(0));
     }
-    let _ = writeln!(
-        out,
-        "# HELP wharf_otel_spans_dropped_total Trace spans dropped because the export queue was full.\n# TYPE wharf_otel_spans_dropped_total counter"
-    );
+    let _ = writeln!(out, "# HELP wharf_otel_spans_dropped_total Trace spans dropped because the export queue was full.\n# TYPE wharf_otel_spans_dropped_total counter");
     let _ = writeln!(out, "wharf_otel_spans_dropped_total {}", s.spans_dropped);
     out
 }
@@ -419,19 +301,9 @@ mod tests {
         let a = WorkerMetrics::new(4);
         let b = WorkerMetrics::new(4);
         a.request_started();
-        a.request_finished(
-            method_index(&http::Method::GET),
-            200,
-            Duration::from_millis(3),
-            100,
-        );
+        a.request_finished(method_index(&http::Method::GET), 200, Duration::from_millis(3), 100);
         b.request_started();
-        b.request_finished(
-            method_index(&http::Method::from_bytes(b"BREW").expect("token")),
-            404,
-            Duration::from_secs(100),
-            0,
-        );
+        b.request_finished(method_index(&http::Method::from_bytes(b"BREW").expect("token")), 404, Duration::from_secs(100), 0);
         b.rejected(Rejection::QueueFull);
         let mut total = a.snapshot((2, 0), 0);
         total.add(&b.snapshot((1, 1), 3));
@@ -441,13 +313,7 @@ mod tests {
         assert_eq!(total.threads_busy, 1);
         assert_eq!(total.queued, 3);
         assert_eq!(total.in_flight, 0);
-        let text = render(
-            &total,
-            &ProcessStats {
-                workers: 2,
-                restarts: BTreeMap::from([("crash", 1)]),
-            },
-        );
+        let text = render(&total, &ProcessStats { workers: 2, restarts: BTreeMap::from([("crash", 1)]) });
         assert!(text.contains("wharf_requests_total{method=\"GET\",status=\"200\"} 1\n"));
         assert!(text.contains("wharf_request_duration_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("wharf_request_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
@@ -464,8 +330,7 @@ mod tests {
         let m = WorkerMetrics::new(1);
         m.request_body(5000);
         let snap = m.snapshot((0, 0), 0);
-        let back: Snapshot =
-            serde_json::from_str(&serde_json::to_string(&snap).expect("json")).expect("parses");
+        let back: Snapshot = serde_json::from_str(&serde_json::to_string(&snap).expect("json")).expect("parses");
         assert_eq!(back, snap);
     }
 }

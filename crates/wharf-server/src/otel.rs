@@ -25,9 +25,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::resource::{EnvResourceDetector, ResourceDetector as _};
-use opentelemetry_sdk::trace::{
-    SdkTracer, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
-};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 
 /// How long [`Tracing::shutdown`] waits for the last spans to reach the collector.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,17 +34,9 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum OtelError {
     #[error("unsupported {var}={value:?}: use {expected}")]
-    Unsupported {
-        var: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    Unsupported { var: &'static str, value: String, expected: &'static str },
     #[error("invalid {var}={value:?}: expected a whole number of at least {min}")]
-    InvalidNumber {
-        var: &'static str,
-        value: String,
-        min: u64,
-    },
+    InvalidNumber { var: &'static str, value: String, min: u64 },
     #[error("cannot build the OTLP span exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
     #[error("cannot start the runtime of the gRPC span exporter: {0}")]
@@ -84,39 +74,20 @@ impl Tracing {
         };
         let resource = resource(service_name_default, &env);
         let protocol = settings.protocol;
-        Tracing::start_exporting(resource, settings.batch, move || otlp_exporter(protocol))
-            .map(Some)
+        Tracing::start_exporting(resource, settings.batch, move || otlp_exporter(protocol)).map(Some)
     }
 
-    fn start_exporting<E, F>(
-        resource: Resource,
-        batch: BatchSettings,
-        make_exporter: F,
-    ) -> Result<Tracing, OtelError>
+    fn start_exporting<E, F>(resource: Resource, batch: BatchSettings, make_exporter: F) -> Result<Tracing, OtelError>
     where
         E: SpanExporter + 'static,
         F: FnOnce() -> Result<(E, Executor), OtelError> + Send + 'static,
     {
         let counters = Arc::new(Counters::default());
-        let processor = QueueProcessor::start(
-            resource.clone(),
-            batch,
-            Arc::clone(&counters),
-            make_exporter,
-        )?;
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_resource(resource)
-            .build();
-        let scope = InstrumentationScope::builder("wharf")
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build();
+        let processor = QueueProcessor::start(resource.clone(), batch, Arc::clone(&counters), make_exporter)?;
+        let provider = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource).build();
+        let scope = InstrumentationScope::builder("wharf").with_version(env!("CARGO_PKG_VERSION")).build();
         let tracer = provider.tracer_with_scope(scope);
-        Ok(Tracing {
-            provider,
-            tracer,
-            counters,
-        })
+        Ok(Tracing { provider, tracer, counters })
     }
 
     /// Starts the SERVER span of a request, as the child of an incoming W3C `traceparent` (and
@@ -130,11 +101,7 @@ impl Tracing {
         local: Option<SocketAddr>,
         capture_query: bool,
     ) -> RequestSpan {
-        let parent = if parts
-            .headers
-            .get(TRACEPARENT)
-            .is_some_and(|v| well_formed_traceparent(v.as_bytes()))
-        {
+        let parent = if parts.headers.get(TRACEPARENT).is_some_and(|v| well_formed_traceparent(v.as_bytes())) {
             TraceContextPropagator::new().extract(&HeaderExtractor(&parts.headers))
         } else {
             Context::new()
@@ -186,12 +153,7 @@ impl RequestSpan {
     /// W3C `traceparent` of this span: what the application must continue from.
     pub fn traceparent(&self) -> String {
         let context = self.span.span_context();
-        format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            context.trace_id(),
-            context.span_id(),
-            context.trace_flags().to_u8()
-        )
+        format!("00-{:032x}-{:016x}-{:02x}", context.trace_id(), context.span_id(), context.trace_flags().to_u8())
     }
 
     /// W3C `tracestate` carried over from the incoming request, if it had one.
@@ -204,32 +166,22 @@ impl RequestSpan {
     /// `wharf.python_thread_acquired` with `wharf.queue.wait` in seconds, at the moment the
     /// thread took it. An event rather than a child span keeps one span per request.
     pub fn queued(&mut self, wait: Duration) {
-        self.span.add_event(
-            "wharf.python_thread_acquired",
-            vec![KeyValue::new("wharf.queue.wait", wait.as_secs_f64())],
-        );
+        self.span
+            .add_event("wharf.python_thread_acquired", vec![KeyValue::new("wharf.queue.wait", wait.as_secs_f64())]);
     }
 
     /// Ends the span once the response is done: `completed` is false when the body was cut
     /// short (client gone, application failed while streaming).
     pub fn finish(mut self, status: u16, bytes_sent: u64, completed: bool) {
-        self.span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-        self.span.set_attribute(KeyValue::new(
-            "http.response.body.size",
-            i64::try_from(bytes_sent).unwrap_or(i64::MAX),
-        ));
+        self.span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+        self.span
+            .set_attribute(KeyValue::new("http.response.body.size", i64::try_from(bytes_sent).unwrap_or(i64::MAX)));
         if !completed {
-            self.span
-                .set_attribute(KeyValue::new("error.type", "wharf.response_incomplete"));
-            self.span
-                .set_status(Status::error("the response body was not sent completely"));
+            self.span.set_attribute(KeyValue::new("error.type", "wharf.response_incomplete"));
+            self.span.set_status(Status::error("the response body was not sent completely"));
         } else if status >= 500 {
             // Semantic conventions: the status code is the error type, the description stays empty.
-            self.span
-                .set_attribute(KeyValue::new("error.type", status.to_string()));
+            self.span.set_attribute(KeyValue::new("error.type", status.to_string()));
             self.span.set_status(Status::error(""));
         }
         self.span.end();
@@ -270,10 +222,7 @@ fn request_attributes(
         }
         None => {
             attributes.push(KeyValue::new("http.request.method", "_OTHER"));
-            attributes.push(KeyValue::new(
-                "http.request.method_original",
-                parts.method.as_str().to_owned(),
-            ));
+            attributes.push(KeyValue::new("http.request.method_original", parts.method.as_str().to_owned()));
             "HTTP"
         }
     };
@@ -293,10 +242,7 @@ fn request_attributes(
         attributes.push(KeyValue::new("network.protocol.version", version));
     }
     if let Some(agent) = parts.headers.get(header::USER_AGENT) {
-        attributes.push(KeyValue::new(
-            "user_agent.original",
-            String::from_utf8_lossy(agent.as_bytes()).into_owned(),
-        ));
+        attributes.push(KeyValue::new("user_agent.original", String::from_utf8_lossy(agent.as_bytes()).into_owned()));
     }
     (name, attributes)
 }
@@ -319,11 +265,7 @@ fn known_method(method: &Method) -> Option<&'static str> {
 
 /// The host the client addressed (absolute URI, then `Host`), with the scheme's default port when
 /// it names none; the listening socket when the request names no host.
-fn server_address(
-    parts: &http::request::Parts,
-    scheme: &str,
-    local: Option<SocketAddr>,
-) -> Option<(String, u16)> {
+fn server_address(parts: &http::request::Parts, scheme: &str, local: Option<SocketAddr>) -> Option<(String, u16)> {
     let named = parts.uri.authority().cloned().or_else(|| {
         let host = parts.headers.get(header::HOST)?.to_str().ok()?;
         Authority::from_str(host).ok()
@@ -336,10 +278,7 @@ fn server_address(
                 _ => local.map(|l| l.port()),
             })?;
             let host = authority.host();
-            let host = host
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(host);
+            let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
             Some((host.to_owned(), port))
         }
         None => local.map(|l| (l.ip().to_string(), l.port())),
@@ -362,17 +301,8 @@ fn protocol_version(version: Version) -> Option<&'static str> {
 fn resource(service_name_default: &str, env: &dyn Fn(&str) -> Option<String>) -> Resource {
     let builder = Resource::builder();
     let named = env("OTEL_SERVICE_NAME").is_some_and(|v| !v.trim().is_empty())
-        || EnvResourceDetector::new()
-            .detect()
-            .get(&opentelemetry::Key::from_static_str("service.name"))
-            .is_some();
-    if named {
-        builder.build()
-    } else {
-        builder
-            .with_service_name(service_name_default.to_owned())
-            .build()
-    }
+        || EnvResourceDetector::new().detect().get(&opentelemetry::Key::from_static_str("service.name")).is_some();
+    if named { builder.build() } else { builder.with_service_name(service_name_default.to_owned()).build() }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,8 +333,8 @@ impl Settings {
         if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             return Ok(None);
         }
-        let endpoint = set("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
-            || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
+        let endpoint =
+            set("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
         let enabled = match set("OTEL_TRACES_EXPORTER") {
             None => endpoint,
             Some(value) => match value.trim().to_ascii_lowercase().as_str() {
@@ -424,47 +354,23 @@ impl Settings {
         }
         let (var, value) = match set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
             Some(value) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", value),
-            None => (
-                "OTEL_EXPORTER_OTLP_PROTOCOL",
-                set("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_default(),
-            ),
+            None => ("OTEL_EXPORTER_OTLP_PROTOCOL", set("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_default()),
         };
         let protocol = match value.trim() {
             "" | "http/protobuf" => Protocol::HttpProtobuf,
             "grpc" => Protocol::Grpc,
-            _ => {
-                return Err(OtelError::Unsupported {
-                    var,
-                    value,
-                    expected: "http/protobuf or grpc",
-                });
-            }
+            _ => return Err(OtelError::Unsupported { var, value, expected: "http/protobuf or grpc" }),
         };
-        let max_queue_size = usize::try_from(number(&set, "OTEL_BSP_MAX_QUEUE_SIZE", 2048, 1)?)
-            .unwrap_or(usize::MAX);
-        let max_export_batch_size =
-            usize::try_from(number(&set, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, 1)?)
-                .unwrap_or(usize::MAX)
-                .min(max_queue_size);
-        let schedule_delay =
-            Duration::from_millis(number(&set, "OTEL_BSP_SCHEDULE_DELAY", 5000, 0)?);
-        Ok(Some(Settings {
-            protocol,
-            batch: BatchSettings {
-                max_queue_size,
-                max_export_batch_size,
-                schedule_delay,
-            },
-        }))
+        let max_queue_size = usize::try_from(number(&set, "OTEL_BSP_MAX_QUEUE_SIZE", 2048, 1)?).unwrap_or(usize::MAX);
+        let max_export_batch_size = usize::try_from(number(&set, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, 1)?)
+            .unwrap_or(usize::MAX)
+            .min(max_queue_size);
+        let schedule_delay = Duration::from_millis(number(&set, "OTEL_BSP_SCHEDULE_DELAY", 5000, 0)?);
+        Ok(Some(Settings { protocol, batch: BatchSettings { max_queue_size, max_export_batch_size, schedule_delay } }))
     }
 }
 
-fn number(
-    set: &dyn Fn(&str) -> Option<String>,
-    var: &'static str,
-    default: u64,
-    min: u64,
-) -> Result<u64, OtelError> {
+fn number(set: &dyn Fn(&str) -> Option<String>, var: &'static str, default: u64, min: u64) -> Result<u64, OtelError> {
     let Some(value) = set(var) else {
         return Ok(default);
     };
@@ -474,9 +380,7 @@ fn number(
     }
 }
 
-fn otlp_exporter(
-    protocol: Protocol,
-) -> Result<(opentelemetry_otlp::SpanExporter, Executor), OtelError> {
+fn otlp_exporter(protocol: Protocol) -> Result<(opentelemetry_otlp::SpanExporter, Executor), OtelError> {
     use opentelemetry_otlp::WithExportConfig as _;
     match protocol {
         // The blocking HTTP client must not run inside a tokio runtime: drive it plainly.
@@ -489,15 +393,11 @@ fn otlp_exporter(
         }
         // tonic spawns its connection tasks at build time, so it needs a runtime from the start.
         Protocol::Grpc => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(OtelError::Runtime)?;
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(OtelError::Runtime)?;
             let exporter = {
                 let _entered = runtime.enter();
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .build()?
+                opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?
             };
             Ok((exporter, Executor::Tokio(runtime)))
         }
@@ -590,26 +490,13 @@ impl QueueProcessor {
             })
             .map_err(OtelError::Thread)?;
         ready.recv().map_err(|_| OtelError::ThreadExited)??;
-        Ok(QueueProcessor {
-            spans,
-            control,
-            counters,
-            batch_size,
-            wake_sent,
-        })
+        Ok(QueueProcessor { spans, control, counters, batch_size, wake_sent })
     }
 
-    fn request(
-        &self,
-        make: fn(Sender<OTelSdkResult>) -> Control,
-        timeout: Duration,
-    ) -> OTelSdkResult {
+    fn request(&self, make: fn(Sender<OTelSdkResult>) -> Control, timeout: Duration) -> OTelSdkResult {
         let (ack, done) = crossbeam_channel::bounded(1);
-        self.control
-            .send(make(ack))
-            .map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        done.recv_timeout(timeout)
-            .map_err(|_| OTelSdkError::Timeout(timeout))?
+        self.control.send(make(ack)).map_err(|_| OTelSdkError::AlreadyShutdown)?;
+        done.recv_timeout(timeout).map_err(|_| OTelSdkError::Timeout(timeout))?
     }
 }
 
@@ -627,9 +514,7 @@ impl SpanProcessor for QueueProcessor {
         // Waking the export thread for every span would cost a context switch per request;
         // it needs to know only when a batch starts (to time it) and when one is full.
         let queued = self.spans.len();
-        if (queued == 1 || queued >= self.batch_size)
-            && !self.wake_sent.swap(true, Ordering::AcqRel)
-        {
+        if (queued == 1 || queued >= self.batch_size) && !self.wake_sent.swap(true, Ordering::AcqRel) {
             let _ = self.control.send(Control::Wake);
         }
     }
@@ -697,16 +582,12 @@ impl<E: SpanExporter> ExportLoop<E> {
                     due = None;
                 }
                 Event::Control(Control::Shutdown(ack)) => {
-                    let result = self
-                        .export_queued(&mut pending)
-                        .and(self.exporter.shutdown());
+                    let result = self.export_queued(&mut pending).and(self.exporter.shutdown());
                     let _ = ack.send(result);
                     return;
                 }
                 Event::Closed => {
-                    let _ = self
-                        .export_queued(&mut pending)
-                        .and(self.exporter.shutdown());
+                    let _ = self.export_queued(&mut pending).and(self.exporter.shutdown());
                     return;
                 }
             }
@@ -722,9 +603,7 @@ impl<E: SpanExporter> ExportLoop<E> {
     fn export_queued(&mut self, pending: &mut Vec<SpanData>) -> OTelSdkResult {
         let mut result = Ok(());
         for _ in 0..self.queued.len() {
-            let Ok(span) = self.queued.try_recv() else {
-                break;
-            };
+            let Ok(span) = self.queued.try_recv() else { break };
             pending.push(span);
             if pending.len() >= self.batch.max_export_batch_size {
                 result = result.and(self.export(pending));
@@ -737,10 +616,7 @@ impl<E: SpanExporter> ExportLoop<E> {
         if pending.is_empty() {
             return Ok(());
         }
-        let spans = std::mem::replace(
-            pending,
-            Vec::with_capacity(self.batch.max_export_batch_size),
-        );
+        let spans = std::mem::replace(pending, Vec::with_capacity(self.batch.max_export_batch_size));
         let count = spans.len() as u64;
         let result = self.executor.block_on(self.exporter.export(spans));
         match &result {
@@ -750,14 +626,10 @@ impl<E: SpanExporter> ExportLoop<E> {
             }
             Ok(()) => {}
             Err(error) => {
-                self.counters
-                    .export_failed
-                    .fetch_add(count, Ordering::Relaxed);
+                self.counters.export_failed.fetch_add(count, Ordering::Relaxed);
                 if !self.failing {
                     self.failing = true;
-                    tracing::warn!(
-                        "exporting spans failed (logged once until it works again): {error}"
-                    );
+                    tracing::warn!("exporting spans failed (logged once until it works again): {error}");
                 }
             }
         }
@@ -777,30 +649,18 @@ mod tests {
 
     const INCOMING: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-    fn batch(
-        max_queue_size: usize,
-        max_export_batch_size: usize,
-        schedule_delay: Duration,
-    ) -> BatchSettings {
-        BatchSettings {
-            max_queue_size,
-            max_export_batch_size,
-            schedule_delay,
-        }
+    fn batch(max_queue_size: usize, max_export_batch_size: usize, schedule_delay: Duration) -> BatchSettings {
+        BatchSettings { max_queue_size, max_export_batch_size, schedule_delay }
     }
 
     fn start<E: SpanExporter + 'static>(exporter: E, settings: BatchSettings) -> Tracing {
         let resource = Resource::builder_empty().with_service_name("test").build();
-        Tracing::start_exporting(resource, settings, move || Ok((exporter, Executor::Plain)))
-            .expect("tracing starts")
+        Tracing::start_exporting(resource, settings, move || Ok((exporter, Executor::Plain))).expect("tracing starts")
     }
 
     fn in_memory() -> (Tracing, InMemorySpanExporter) {
         let exporter = InMemorySpanExporter::default();
-        (
-            start(exporter.clone(), batch(64, 16, Duration::from_secs(60))),
-            exporter,
-        )
+        (start(exporter.clone(), batch(64, 16, Duration::from_secs(60))), exporter)
     }
 
     fn exported(tracing: &Tracing, exporter: &InMemorySpanExporter) -> Vec<SpanData> {
@@ -817,10 +677,7 @@ mod tests {
     }
 
     fn attr(span: &SpanData, key: &str) -> Option<Value> {
-        span.attributes
-            .iter()
-            .find(|kv| kv.key == Key::new(key.to_owned()))
-            .map(|kv| kv.value.clone())
+        span.attributes.iter().find(|kv| kv.key == Key::new(key.to_owned())).map(|kv| kv.value.clone())
     }
 
     fn one_span(tracing: &Tracing, exporter: &InMemorySpanExporter) -> SpanData {
@@ -840,14 +697,8 @@ mod tests {
     #[test]
     fn server_span_follows_http_semantic_conventions() {
         let (tracing, exporter) = in_memory();
-        let parts = request(
-            "POST",
-            "/orders/7?page=2",
-            &[("host", "shop.example:8443"), ("user-agent", "curl/8.5")],
-        );
-        tracing
-            .start(&parts, "https", peer(), local(), false)
-            .finish(201, 42, true);
+        let parts = request("POST", "/orders/7?page=2", &[("host", "shop.example:8443"), ("user-agent", "curl/8.5")]);
+        tracing.start(&parts, "https", peer(), local(), false).finish(201, 42, true);
 
         let span = one_span(&tracing, &exporter);
         assert_eq!(span.name, "POST");
@@ -855,11 +706,7 @@ mod tests {
         assert_eq!(span.instrumentation_scope.name(), "wharf");
         assert_eq!(attr(&span, "http.request.method"), Some("POST".into()));
         assert_eq!(attr(&span, "url.path"), Some("/orders/7".into()));
-        assert_eq!(
-            attr(&span, "url.query"),
-            None,
-            "the query is only recorded when asked for"
-        );
+        assert_eq!(attr(&span, "url.query"), None, "the query is only recorded when asked for");
         assert_eq!(attr(&span, "url.scheme"), Some("https".into()));
         assert_eq!(attr(&span, "server.address"), Some("shop.example".into()));
         assert_eq!(attr(&span, "server.port"), Some(8443.into()));
@@ -870,25 +717,13 @@ mod tests {
         assert_eq!(attr(&span, "http.response.body.size"), Some(42.into()));
         assert_eq!(attr(&span, "error.type"), None);
         assert_eq!(span.status, Status::Unset);
-        assert_eq!(
-            span.parent_span_id,
-            SpanId::INVALID,
-            "no incoming context: a root span"
-        );
+        assert_eq!(span.parent_span_id, SpanId::INVALID, "no incoming context: a root span");
     }
 
     #[test]
     fn query_is_recorded_when_asked_for() {
         let (tracing, exporter) = in_memory();
-        tracing
-            .start(
-                &request("GET", "/search?q=boats&n=1", &[]),
-                "http",
-                None,
-                local(),
-                true,
-            )
-            .finish(200, 0, true);
+        tracing.start(&request("GET", "/search?q=boats&n=1", &[]), "http", None, local(), true).finish(200, 0, true);
         let span = one_span(&tracing, &exporter);
         assert_eq!(attr(&span, "url.query"), Some("q=boats&n=1".into()));
         assert_eq!(attr(&span, "client.address"), None);
@@ -897,59 +732,26 @@ mod tests {
     #[test]
     fn unknown_methods_are_other_and_the_span_is_named_http() {
         let (tracing, exporter) = in_memory();
-        tracing
-            .start(
-                &request("PROPFIND", "/dav", &[]),
-                "http",
-                peer(),
-                local(),
-                false,
-            )
-            .finish(207, 0, true);
+        tracing.start(&request("PROPFIND", "/dav", &[]), "http", peer(), local(), false).finish(207, 0, true);
         let span = one_span(&tracing, &exporter);
         assert_eq!(span.name, "HTTP");
         assert_eq!(attr(&span, "http.request.method"), Some("_OTHER".into()));
-        assert_eq!(
-            attr(&span, "http.request.method_original"),
-            Some("PROPFIND".into())
-        );
+        assert_eq!(attr(&span, "http.request.method_original"), Some("PROPFIND".into()));
     }
 
     #[test]
     fn server_address_comes_from_the_request_then_the_socket() {
         let parts = request("GET", "/", &[("host", "example.org")]);
-        assert_eq!(
-            server_address(&parts, "https", local()),
-            Some(("example.org".into(), 443))
-        );
-        assert_eq!(
-            server_address(&parts, "http", local()),
-            Some(("example.org".into(), 80))
-        );
+        assert_eq!(server_address(&parts, "https", local()), Some(("example.org".into(), 443)));
+        assert_eq!(server_address(&parts, "http", local()), Some(("example.org".into(), 80)));
         let parts = request("GET", "/", &[("host", "[2001:db8::1]:9000")]);
-        assert_eq!(
-            server_address(&parts, "http", local()),
-            Some(("2001:db8::1".into(), 9000))
-        );
-        let parts = request(
-            "GET",
-            "http://proxy.example:81/x",
-            &[("host", "ignored.example")],
-        );
-        assert_eq!(
-            server_address(&parts, "http", local()),
-            Some(("proxy.example".into(), 81))
-        );
+        assert_eq!(server_address(&parts, "http", local()), Some(("2001:db8::1".into(), 9000)));
+        let parts = request("GET", "http://proxy.example:81/x", &[("host", "ignored.example")]);
+        assert_eq!(server_address(&parts, "http", local()), Some(("proxy.example".into(), 81)));
         let parts = request("GET", "/", &[]);
-        assert_eq!(
-            server_address(&parts, "http", local()),
-            Some(("10.0.0.1".into(), 8000))
-        );
+        assert_eq!(server_address(&parts, "http", local()), Some(("10.0.0.1".into(), 8000)));
         let parts = request("GET", "/", &[("host", "bad host")]);
-        assert_eq!(
-            server_address(&parts, "http", local()),
-            Some(("10.0.0.1".into(), 8000))
-        );
+        assert_eq!(server_address(&parts, "http", local()), Some(("10.0.0.1".into(), 8000)));
         assert_eq!(server_address(&parts, "http", None), None);
     }
 
@@ -958,49 +760,25 @@ mod tests {
         let (tracing, exporter) = in_memory();
         let mut parts = request("GET", "/", &[]);
         parts.version = Version::HTTP_10;
-        tracing
-            .start(&parts, "http", None, None, false)
-            .finish(200, 0, true);
-        assert_eq!(
-            attr(&one_span(&tracing, &exporter), "network.protocol.version"),
-            Some("1.0".into())
-        );
+        tracing.start(&parts, "http", None, None, false).finish(200, 0, true);
+        assert_eq!(attr(&one_span(&tracing, &exporter), "network.protocol.version"), Some("1.0".into()));
         assert_eq!(protocol_version(Version::HTTP_2), Some("2"));
     }
 
     #[test]
     fn incoming_traceparent_makes_the_span_a_child_and_keeps_tracestate() {
         let (tracing, exporter) = in_memory();
-        let parts = request(
-            "GET",
-            "/",
-            &[
-                ("traceparent", INCOMING),
-                ("tracestate", "vendor=abc,other=1"),
-            ],
-        );
+        let parts = request("GET", "/", &[("traceparent", INCOMING), ("tracestate", "vendor=abc,other=1")]);
         let span = tracing.start(&parts, "http", None, None, false);
         let traceparent = span.traceparent();
         assert_eq!(span.tracestate().as_deref(), Some("vendor=abc,other=1"));
         span.finish(200, 0, true);
 
         let data = one_span(&tracing, &exporter);
-        assert_eq!(
-            data.span_context.trace_id(),
-            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex")
-        );
-        assert_eq!(
-            data.parent_span_id,
-            SpanId::from_hex("00f067aa0ba902b7").expect("hex")
-        );
+        assert_eq!(data.span_context.trace_id(), TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex"));
+        assert_eq!(data.parent_span_id, SpanId::from_hex("00f067aa0ba902b7").expect("hex"));
         assert!(data.parent_span_is_remote);
-        assert_eq!(
-            traceparent,
-            format!(
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-{:016x}-01",
-                data.span_context.span_id()
-            )
-        );
+        assert_eq!(traceparent, format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{:016x}-01", data.span_context.span_id()));
     }
 
     #[test]
@@ -1008,10 +786,7 @@ mod tests {
         let (tracing, _exporter) = in_memory();
         let span = tracing.start(&request("GET", "/", &[]), "http", None, None, false);
         let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "traceparent",
-            span.traceparent().parse().expect("header value"),
-        );
+        headers.insert("traceparent", span.traceparent().parse().expect("header value"));
         let extracted = TraceContextPropagator::new().extract(&HeaderExtractor(&headers));
         let read = extracted.span().span_context().clone();
         assert!(read.is_valid());
@@ -1033,20 +808,10 @@ mod tests {
         ] {
             let (tracing, exporter) = in_memory();
             tracing
-                .start(
-                    &request("GET", "/", &[("traceparent", bad)]),
-                    "http",
-                    None,
-                    None,
-                    false,
-                )
+                .start(&request("GET", "/", &[("traceparent", bad)]), "http", None, None, false)
                 .finish(200, 0, true);
             let span = one_span(&tracing, &exporter);
-            assert_eq!(
-                span.parent_span_id,
-                SpanId::INVALID,
-                "{bad} must not become a parent"
-            );
+            assert_eq!(span.parent_span_id, SpanId::INVALID, "{bad} must not become a parent");
             assert_ne!(
                 span.span_context.trace_id(),
                 TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex")
@@ -1058,23 +823,11 @@ mod tests {
     fn unsampled_parent_is_followed_and_nothing_is_exported() {
         let (tracing, exporter) = in_memory();
         let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
-        let span = tracing.start(
-            &request("GET", "/", &[("traceparent", unsampled)]),
-            "http",
-            None,
-            None,
-            false,
-        );
+        let span = tracing.start(&request("GET", "/", &[("traceparent", unsampled)]), "http", None, None, false);
         let traceparent = span.traceparent();
         assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
-        assert!(
-            traceparent.ends_with("-00"),
-            "the app must not sample either: {traceparent}"
-        );
-        assert!(
-            !traceparent.contains("00f067aa0ba902b7"),
-            "a span id of its own: {traceparent}"
-        );
+        assert!(traceparent.ends_with("-00"), "the app must not sample either: {traceparent}");
+        assert!(!traceparent.contains("00f067aa0ba902b7"), "a span id of its own: {traceparent}");
         span.finish(200, 0, true);
         assert!(exported(&tracing, &exporter).is_empty());
         assert_eq!(tracing.dropped(), 0, "unsampled spans are not drops");
@@ -1083,38 +836,21 @@ mod tests {
     #[test]
     fn server_errors_and_incomplete_responses_are_errors() {
         let (tracing, exporter) = in_memory();
-        tracing
-            .start(&request("GET", "/a", &[]), "http", None, None, false)
-            .finish(503, 10, true);
-        tracing
-            .start(&request("GET", "/b", &[]), "http", None, None, false)
-            .finish(404, 10, true);
-        tracing
-            .start(&request("GET", "/c", &[]), "http", None, None, false)
-            .finish(200, 5, false);
+        tracing.start(&request("GET", "/a", &[]), "http", None, None, false).finish(503, 10, true);
+        tracing.start(&request("GET", "/b", &[]), "http", None, None, false).finish(404, 10, true);
+        tracing.start(&request("GET", "/c", &[]), "http", None, None, false).finish(200, 5, false);
         let spans = exported(&tracing, &exporter);
-        let by_path = |path: &str| {
-            spans
-                .iter()
-                .find(|s| attr(s, "url.path") == Some(path.to_owned().into()))
-                .expect("span")
-        };
+        let by_path =
+            |path: &str| spans.iter().find(|s| attr(s, "url.path") == Some(path.to_owned().into())).expect("span");
 
         let failed = by_path("/a");
         assert_eq!(failed.status, Status::error(""));
         assert_eq!(attr(failed, "error.type"), Some("503".into()));
         let not_found = by_path("/b");
-        assert_eq!(
-            not_found.status,
-            Status::Unset,
-            "4xx is the client's error, not the server's"
-        );
+        assert_eq!(not_found.status, Status::Unset, "4xx is the client's error, not the server's");
         let cut = by_path("/c");
         assert!(matches!(&cut.status, Status::Error { description } if !description.is_empty()));
-        assert_eq!(
-            attr(cut, "error.type"),
-            Some("wharf.response_incomplete".into())
-        );
+        assert_eq!(attr(cut, "error.type"), Some("wharf.response_incomplete".into()));
         assert_eq!(attr(cut, "http.response.body.size"), Some(5.into()));
     }
 
@@ -1125,15 +861,8 @@ mod tests {
         span.queued(Duration::from_millis(1500));
         span.finish(200, 0, true);
         let data = one_span(&tracing, &exporter);
-        let event = data
-            .events
-            .iter()
-            .find(|e| e.name == "wharf.python_thread_acquired")
-            .expect("event");
-        assert_eq!(
-            event.attributes,
-            vec![KeyValue::new("wharf.queue.wait", 1.5)]
-        );
+        let event = data.events.iter().find(|e| e.name == "wharf.python_thread_acquired").expect("event");
+        assert_eq!(event.attributes, vec![KeyValue::new("wharf.queue.wait", 1.5)]);
     }
 
     #[derive(Debug)]
@@ -1149,14 +878,9 @@ mod tests {
     #[test]
     fn shutdown_exports_what_is_queued() {
         let exported = Arc::new(AtomicUsize::new(0));
-        let tracing = start(
-            CountingExporter(Arc::clone(&exported)),
-            batch(64, 2, Duration::from_secs(3600)),
-        );
+        let tracing = start(CountingExporter(Arc::clone(&exported)), batch(64, 2, Duration::from_secs(3600)));
         for _ in 0..5 {
-            tracing
-                .start(&request("GET", "/", &[]), "http", None, None, false)
-                .finish(200, 0, true);
+            tracing.start(&request("GET", "/", &[]), "http", None, None, false).finish(200, 0, true);
         }
         tracing.shutdown();
         assert_eq!(exported.load(Ordering::SeqCst), 5);
@@ -1166,24 +890,12 @@ mod tests {
     #[test]
     fn traceparent_shape_is_checked() {
         assert!(well_formed_traceparent(INCOMING.as_bytes()));
-        assert!(well_formed_traceparent(
-            b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future"
-        ));
-        assert!(!well_formed_traceparent(
-            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"
-        ));
-        assert!(!well_formed_traceparent(
-            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
-        ));
-        assert!(!well_formed_traceparent(
-            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        ));
-        assert!(!well_formed_traceparent(
-            b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x"
-        ));
-        assert!(!well_formed_traceparent(
-            b"00-4bf92f3577b34da6a3ce929d0e0e473--00f067aa0ba902b7-01"
-        ));
+        assert!(well_formed_traceparent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future"));
+        assert!(!well_formed_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"));
+        assert!(!well_formed_traceparent(b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+        assert!(!well_formed_traceparent(b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(!well_formed_traceparent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x"));
+        assert!(!well_formed_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e473--00f067aa0ba902b7-01"));
     }
 
     #[test]
@@ -1191,16 +903,11 @@ mod tests {
         let exporter = InMemorySpanExporter::default();
         let tracing = start(exporter.clone(), batch(64, 4, Duration::from_secs(3600)));
         for _ in 0..4 {
-            tracing
-                .start(&request("GET", "/", &[]), "http", None, None, false)
-                .finish(200, 0, true);
+            tracing.start(&request("GET", "/", &[]), "http", None, None, false).finish(200, 0, true);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while exporter.get_finished_spans().expect("spans").len() < 4 {
-            assert!(
-                Instant::now() < deadline,
-                "a full batch must be exported at once"
-            );
+            assert!(Instant::now() < deadline, "a full batch must be exported at once");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -1212,23 +919,16 @@ mod tests {
         let wait_for = |n: usize| {
             let deadline = Instant::now() + Duration::from_secs(10);
             while exporter.get_finished_spans().expect("spans").len() < n {
-                assert!(
-                    Instant::now() < deadline,
-                    "spans were not exported after the delay"
-                );
+                assert!(Instant::now() < deadline, "spans were not exported after the delay");
                 std::thread::sleep(Duration::from_millis(5));
             }
         };
         // A lone span starts a batch, and is exported once the delay passed.
-        tracing
-            .start(&request("GET", "/", &[]), "http", None, None, false)
-            .finish(200, 0, true);
+        tracing.start(&request("GET", "/", &[]), "http", None, None, false).finish(200, 0, true);
         wait_for(1);
         // A full batch plus a rest: the rest must not wait for a batch that never fills.
         for _ in 0..6 {
-            tracing
-                .start(&request("GET", "/", &[]), "http", None, None, false)
-                .finish(200, 0, true);
+            tracing.start(&request("GET", "/", &[]), "http", None, None, false).finish(200, 0, true);
         }
         wait_for(7);
         tracing.shutdown();
@@ -1256,33 +956,18 @@ mod tests {
         let (entered_tx, entered) = crossbeam_channel::unbounded();
         let (release, release_rx) = crossbeam_channel::unbounded();
         let exported = Arc::new(AtomicUsize::new(0));
-        let exporter = HangingExporter {
-            entered: entered_tx,
-            release: release_rx,
-            exported: Arc::clone(&exported),
-        };
+        let exporter = HangingExporter { entered: entered_tx, release: release_rx, exported: Arc::clone(&exported) };
         let tracing = start(exporter, batch(2, 1, Duration::ZERO));
         let end = || tracing.tracer.start("span").end();
 
         end();
-        assert_eq!(
-            entered.recv_timeout(Duration::from_secs(5)),
-            Ok(1),
-            "the first span is being exported"
-        );
+        assert_eq!(entered.recv_timeout(Duration::from_secs(5)), Ok(1), "the first span is being exported");
         let started = Instant::now();
         for _ in 0..10 {
             end();
         }
-        assert!(
-            started.elapsed() < Duration::from_millis(500),
-            "ending spans never waits for the exporter"
-        );
-        assert_eq!(
-            tracing.dropped(),
-            8,
-            "two fit in the queue, the other eight are dropped"
-        );
+        assert!(started.elapsed() < Duration::from_millis(500), "ending spans never waits for the exporter");
+        assert_eq!(tracing.dropped(), 8, "two fit in the queue, the other eight are dropped");
 
         for _ in 0..3 {
             release.send(()).expect("release");
@@ -1297,9 +982,7 @@ mod tests {
 
     impl SpanExporter for RefusingExporter {
         fn export(&self, _batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-            std::future::ready(Err(OTelSdkError::InternalFailure(
-                "connection refused".into(),
-            )))
+            std::future::ready(Err(OTelSdkError::InternalFailure("connection refused".into())))
         }
     }
 
@@ -1318,54 +1001,28 @@ mod tests {
     fn resource_names_the_service() {
         let no_env = |_: &str| None;
         let resource = resource("myapp", &no_env);
-        assert_eq!(
-            resource.get(&Key::from_static_str("service.name")),
-            Some("myapp".into())
-        );
+        assert_eq!(resource.get(&Key::from_static_str("service.name")), Some("myapp".into()));
     }
 
     fn settings(vars: &[(&str, &str)]) -> Result<Option<Settings>, OtelError> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Settings::read(&move |name: &str| {
-            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-        })
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::read(&move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     }
 
     #[test]
     fn tracing_is_on_only_when_an_exporter_is_configured() {
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
         assert_eq!(settings(&[]).expect("valid"), None);
-        assert_eq!(
-            settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]).expect("valid"),
-            None
-        );
-        assert_eq!(
-            settings(&[endpoint, ("OTEL_SDK_DISABLED", "TRUE")]).expect("valid"),
-            None
-        );
-        assert_eq!(
-            settings(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]).expect("valid"),
-            None
-        );
-        let on = settings(&[endpoint, ("OTEL_SDK_DISABLED", "false")])
-            .expect("valid")
-            .expect("on");
+        assert_eq!(settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]).expect("valid"), None);
+        assert_eq!(settings(&[endpoint, ("OTEL_SDK_DISABLED", "TRUE")]).expect("valid"), None);
+        assert_eq!(settings(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]).expect("valid"), None);
+        let on = settings(&[endpoint, ("OTEL_SDK_DISABLED", "false")]).expect("valid").expect("on");
         assert_eq!(on.protocol, Protocol::HttpProtobuf);
         assert_eq!(on.batch, batch(2048, 512, Duration::from_secs(5)));
-        let traces_only = settings(&[(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "http://c:4318/v1/traces",
-        )])
-        .expect("valid");
+        let traces_only =
+            settings(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces")]).expect("valid");
         assert!(traces_only.is_some());
-        assert!(
-            settings(&[("OTEL_TRACES_EXPORTER", "otlp")])
-                .expect("valid")
-                .is_some()
-        );
+        assert!(settings(&[("OTEL_TRACES_EXPORTER", "otlp")]).expect("valid").is_some());
         assert!(matches!(
             settings(&[endpoint, ("OTEL_TRACES_EXPORTER", "zipkin")]),
             Err(OtelError::Unsupported { .. })
@@ -1375,27 +1032,16 @@ mod tests {
     #[test]
     fn protocol_and_batch_settings_are_read() {
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
-        let grpc = settings(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])
-            .expect("valid")
-            .expect("on");
+        let grpc = settings(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).expect("valid").expect("on");
         assert_eq!(grpc.protocol, Protocol::Grpc);
         let overridden = settings(&[
             endpoint,
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
         ]);
-        assert_eq!(
-            overridden.expect("valid").expect("on").protocol,
-            Protocol::HttpProtobuf
-        );
+        assert_eq!(overridden.expect("valid").expect("on").protocol, Protocol::HttpProtobuf);
         let json = settings(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
-        assert!(matches!(
-            json,
-            Err(OtelError::Unsupported {
-                var: "OTEL_EXPORTER_OTLP_PROTOCOL",
-                ..
-            })
-        ));
+        assert!(matches!(json, Err(OtelError::Unsupported { var: "OTEL_EXPORTER_OTLP_PROTOCOL", .. })));
 
         let tuned = settings(&[
             endpoint,
@@ -1403,10 +1049,7 @@ mod tests {
             ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "500"),
             ("OTEL_BSP_SCHEDULE_DELAY", "0"),
         ]);
-        assert_eq!(
-            tuned.expect("valid").expect("on").batch,
-            batch(100, 100, Duration::ZERO)
-        );
+        assert_eq!(tuned.expect("valid").expect("on").batch, batch(100, 100, Duration::ZERO));
         for (var, value) in [
             ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
             ("OTEL_BSP_SCHEDULE_DELAY", "soon"),
@@ -1432,18 +1075,11 @@ mod tests {
     #[ignore = "benchmark: prints the cost of one request span"]
     fn span_overhead() {
         let exporter = InMemorySpanExporter::default();
-        let tracing = start(
-            exporter.clone(),
-            batch(1 << 20, 512, Duration::from_millis(100)),
-        );
+        let tracing = start(exporter.clone(), batch(1 << 20, 512, Duration::from_millis(100)));
         let parts = request(
             "GET",
             "/items/42?x=1",
-            &[
-                ("host", "bench.example:8000"),
-                ("user-agent", "bench/1.0"),
-                ("traceparent", INCOMING),
-            ],
+            &[("host", "bench.example:8000"), ("user-agent", "bench/1.0"), ("traceparent", INCOMING)],
         );
         let rounds = 200_000;
         let started = Instant::now();
@@ -1454,10 +1090,7 @@ mod tests {
             span.finish(200, 128, true);
         }
         let per_span = started.elapsed() / rounds;
-        println!(
-            "request span start + queued + traceparent + finish: {} ns/op",
-            per_span.as_nanos()
-        );
+        println!("request span start + queued + traceparent + finish: {} ns/op", per_span.as_nanos());
         println!("dropped: {}", tracing.dropped());
         exporter.reset();
     }

@@ -34,9 +34,7 @@ struct Inner {
 impl Outbox {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Critical sections only move values in and out; a poisoned lock holds valid data.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Queues `reply` for the connection waiting on `to` (called on a Python thread).
@@ -46,11 +44,7 @@ impl Outbox {
             inner.pending.push((to, reply));
             // Only the first reply of a batch wakes the I/O thread; while the outbox is not
             // empty, the I/O thread has been woken already or is about to look again.
-            if inner.pending.len() == 1 {
-                inner.waker.take()
-            } else {
-                None
-            }
+            if inner.pending.len() == 1 { inner.waker.take() } else { None }
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -65,11 +59,7 @@ impl Outbox {
                 {
                     let mut inner = self.lock();
                     if inner.pending.is_empty() {
-                        if !inner
-                            .waker
-                            .as_ref()
-                            .is_some_and(|w| w.will_wake(cx.waker()))
-                        {
+                        if !inner.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                             inner.waker = Some(cx.waker().clone());
                         }
                         return Poll::<()>::Pending;
@@ -125,8 +115,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn replies_from_other_threads_reach_their_receivers() {
         let outbox = delivering();
-        let (senders, receivers): (Vec<_>, Vec<_>) =
-            (0..200).map(|_| oneshot::channel::<Reply>()).unzip();
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..200).map(|_| oneshot::channel::<Reply>()).unzip();
         let producer = std::thread::spawn({
             let outbox = Arc::clone(&outbox);
             move || {

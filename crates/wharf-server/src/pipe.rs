@@ -147,11 +147,7 @@ impl Pipe {
         };
         if let Some(data) = data {
             state.buffered -= data.len();
-            let wake = if state.buffered < LIMIT {
-                state.producer.take()
-            } else {
-                None
-            };
+            let wake = if state.buffered < LIMIT { state.producer.take() } else { None };
             drop(state);
             if let Some(waker) = wake {
                 waker.wake();
@@ -205,15 +201,9 @@ mod tests {
         pipe.push(&big).expect("open");
         pipe.push(b"ef").expect("open");
         pipe.close(End::Complete);
-        assert_eq!(
-            take(&pipe),
-            Poll::Ready(Taken::Data(Bytes::from_static(b"abcd")))
-        );
+        assert_eq!(take(&pipe), Poll::Ready(Taken::Data(Bytes::from_static(b"abcd"))));
         assert_eq!(take(&pipe), Poll::Ready(Taken::Data(Bytes::from(big))));
-        assert_eq!(
-            take(&pipe),
-            Poll::Ready(Taken::Data(Bytes::from_static(b"ef")))
-        );
+        assert_eq!(take(&pipe), Poll::Ready(Taken::Data(Bytes::from_static(b"ef"))));
         assert_eq!(take(&pipe), Poll::Ready(Taken::End(End::Complete)));
     }
 
@@ -250,9 +240,6 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let waited = crate::blocking::block_on_until(pipe.wait_for_room(), deadline);
         assert_eq!(waited, Ok(Ok(())));
-        assert!(matches!(
-            consumer.join().ok(),
-            Some(Poll::Ready(Taken::Data(_)))
-        ));
+        assert!(matches!(consumer.join().ok(), Some(Poll::Ready(Taken::Data(_)))));
     }
 }

@@ -92,8 +92,7 @@ fn run_thread(index: usize, ctx: &AppContext, queue: &JobQueue<Job>, watchdog: O
             };
             searcher = false;
             let started = Instant::now();
-            ctx.metrics
-                .queued_for(started.saturating_duration_since(job.enqueued));
+            ctx.metrics.queued_for(started.saturating_duration_since(job.enqueued));
             let watched = match (watchdog, job.expire.take()) {
                 (Some(dog), Some(expire)) => {
                     dog.start(index, expire);
@@ -107,9 +106,7 @@ fn run_thread(index: usize, ctx: &AppContext, queue: &JobQueue<Job>, watchdog: O
                 handler::handle(py, ctx, &mut cache, job);
             }));
             if outcome.is_err() {
-                tracing::error!(
-                    "internal error while serving a request (see the panic message above)"
-                );
+                tracing::error!("internal error while serving a request (see the panic message above)");
             }
             if let Some(dog) = watched {
                 dog.finish(index);

@@ -88,9 +88,7 @@ impl<T> JobQueue<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // A panic while holding this lock cannot leave the state inconsistent (every critical
         // section is a few field updates), so a poisoned lock is still safe to use.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn push(&self, item: T) -> Result<(), PushError<T>> {
@@ -143,10 +141,7 @@ impl<T> JobQueue<T> {
             if state.closed {
                 return !state.items.is_empty();
             }
-            let sleeper = Arc::new(Sleeper {
-                thread: thread::current(),
-                woken: AtomicBool::new(false),
-            });
+            let sleeper = Arc::new(Sleeper { thread: thread::current(), woken: AtomicBool::new(false) });
             state.idle.push(Arc::clone(&sleeper));
             sleeper
         };
@@ -268,9 +263,7 @@ mod tests {
         assert_eq!(state.idle.len(), 3);
         drop(state);
         first.into_iter().for_each(|s| s.wake());
-        let mut got: Vec<i32> = (0..3)
-            .filter_map(|_| taken.recv_timeout(Duration::from_secs(10)).ok())
-            .collect();
+        let mut got: Vec<i32> = (0..3).filter_map(|_| taken.recv_timeout(Duration::from_secs(10)).ok()).collect();
         got.sort_unstable();
         assert_eq!(got, vec![1, 2, 3]);
         q.close();
@@ -298,10 +291,7 @@ mod tests {
         let second = spawn("second");
         idle_consumers(&q, 2);
         q.push(1).ok();
-        assert_eq!(
-            taken.recv_timeout(Duration::from_secs(10)),
-            Ok(("second", 1))
-        );
+        assert_eq!(taken.recv_timeout(Duration::from_secs(10)), Ok(("second", 1)));
         q.close();
         first.join().ok();
         second.join().ok();
@@ -369,10 +359,7 @@ mod tests {
             }
         }
         q.close();
-        let mut all: Vec<i32> = consumers
-            .into_iter()
-            .flat_map(|c| c.join().unwrap_or_default())
-            .collect();
+        let mut all: Vec<i32> = consumers.into_iter().flat_map(|c| c.join().unwrap_or_default()).collect();
         all.sort_unstable();
         assert_eq!(all, (0..500).collect::<Vec<_>>());
     }

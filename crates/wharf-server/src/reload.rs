@@ -7,16 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Directories that hold installed packages, caches or VCS data, not the user's code.
-const SKIP_DIRS: &[&str] = &[
-    ".git",
-    ".hg",
-    ".venv",
-    "venv",
-    "__pycache__",
-    "node_modules",
-    "site-packages",
-    ".tox",
-];
+const SKIP_DIRS: &[&str] = &[".git", ".hg", ".venv", "venv", "__pycache__", "node_modules", "site-packages", ".tox"];
 /// A tree larger than this is only partly watched (and a warning says so).
 const MAX_FILES: usize = 20_000;
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
@@ -30,12 +21,7 @@ pub struct SourceWatcher {
 
 impl SourceWatcher {
     pub fn new(root: PathBuf) -> Self {
-        let mut watcher = SourceWatcher {
-            root,
-            fingerprint: (0, None),
-            last_scan: Instant::now(),
-            warned: false,
-        };
+        let mut watcher = SourceWatcher { root, fingerprint: (0, None), last_scan: Instant::now(), warned: false };
         watcher.fingerprint = watcher.scan();
         tracing::info!(dir = %watcher.root.display(), files = watcher.fingerprint.0, "reload: watching Python sources");
         watcher
@@ -47,14 +33,10 @@ impl SourceWatcher {
         let mut newest = None;
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
             for entry in entries.flatten() {
                 let path = entry.path();
-                let Ok(kind) = entry.file_type() else {
-                    continue;
-                };
+                let Ok(kind) = entry.file_type() else { continue };
                 if kind.is_dir() {
                     if !is_skipped(&path) {
                         stack.push(path);
@@ -63,9 +45,7 @@ impl SourceWatcher {
                     count += 1;
                     if count > MAX_FILES {
                         if !self.warned {
-                            tracing::warn!(
-                                "reload: more than {MAX_FILES} .py files; watching only the first ones"
-                            );
+                            tracing::warn!("reload: more than {MAX_FILES} .py files; watching only the first ones");
                             self.warned = true;
                         }
                         return (count, newest);

@@ -26,18 +26,14 @@ pub struct RequestBody {
 
 impl RequestBody {
     pub fn new(incoming: Incoming) -> Self {
-        RequestBody {
-            incoming,
-            first: None,
-        }
+        RequestBody { incoming, first: None }
     }
 
     /// Polls once, on the I/O thread. Not for `Expect: 100-continue`: the client waits for
     /// the 100 until the app reads the body (and an app may answer without reading it).
     pub fn read_ahead(&mut self, headers: &HeaderMap, cx: &mut Context<'_>) {
-        let expects_continue = headers
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let expects_continue =
+            headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         if expects_continue || self.first.is_some() {
             return;
         }
@@ -102,18 +98,9 @@ impl BodyFailure {
     /// a framework's 500 page, would hide what went wrong from the client).
     pub fn response(self) -> Option<(http::StatusCode, &'static str)> {
         match self {
-            BodyFailure::TooLarge => Some((
-                http::StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large",
-            )),
-            BodyFailure::TimedOut => Some((
-                http::StatusCode::REQUEST_TIMEOUT,
-                "Timed out reading the request body",
-            )),
-            BodyFailure::Broken => Some((
-                http::StatusCode::BAD_REQUEST,
-                "Malformed or incomplete request body",
-            )),
+            BodyFailure::TooLarge => Some((http::StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")),
+            BodyFailure::TimedOut => Some((http::StatusCode::REQUEST_TIMEOUT, "Timed out reading the request body")),
+            BodyFailure::Broken => Some((http::StatusCode::BAD_REQUEST, "Malformed or incomplete request body")),
             BodyFailure::None | BodyFailure::Released => None,
         }
     }
@@ -133,9 +120,8 @@ pub enum Settled {
 
 impl SharedBody {
     pub fn new(body: RequestBody, headers: &HeaderMap) -> Self {
-        let expects_continue = headers
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let expects_continue =
+            headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         SharedBody {
             slot: Mutex::new(Some(body)),
             expects_continue,
@@ -176,9 +162,7 @@ impl SharedBody {
             // A Python thread is blocked reading it right now.
             return Settled::Close;
         };
-        let Some(body) = slot.take() else {
-            return Settled::Done;
-        };
+        let Some(body) = slot.take() else { return Settled::Done };
         self.released.store(true, Ordering::Relaxed);
         drop(slot);
         match body.remaining() {
@@ -194,8 +178,9 @@ impl SharedBody {
 /// Reads a body to its end so hyper can parse the connection's next request; a client that
 /// stops sending meanwhile has the body dropped, which makes hyper close the connection.
 async fn drain(mut body: RequestBody, timeout: Duration) {
-    let read_all =
-        async { while let Some(Ok(_)) = std::future::poll_fn(|cx| body.poll_frame(cx)).await {} };
+    let read_all = async {
+        while let Some(Ok(_)) = std::future::poll_fn(|cx| body.poll_frame(cx)).await {}
+    };
     if tokio::time::timeout(timeout, read_all).await.is_err() {
         tracing::debug!("client stopped sending an unread request body; closing the connection");
     }

@@ -38,12 +38,7 @@ impl ResponseBody {
             ReplyBody::Stream(pipe) => Source::Stream(pipe),
         };
         let completed = matches!(source, Source::Done);
-        ResponseBody {
-            source,
-            sent: 0,
-            completed,
-            on_finish: None,
-        }
+        ResponseBody { source, sent: 0, completed, on_finish: None }
     }
 
     pub fn full(bytes: Bytes) -> Self {
@@ -152,13 +147,7 @@ mod tests {
         }
         pipe.close(End::Complete);
         let mut body = ResponseBody::new(ReplyBody::Stream(Arc::clone(&pipe)));
-        let merged = body
-            .frame()
-            .await
-            .expect("frame")
-            .expect("ok")
-            .into_data()
-            .expect("data");
+        let merged = body.frame().await.expect("frame").expect("ok").into_data().expect("data");
         assert_eq!(&merged[..], b"abc");
         assert!(body.frame().await.is_none());
     }
@@ -169,13 +158,7 @@ mod tests {
         pipe.push(b"x").expect("open");
         pipe.close(End::Aborted);
         let mut body = ResponseBody::new(ReplyBody::Stream(Arc::clone(&pipe)));
-        let data = body
-            .frame()
-            .await
-            .expect("frame")
-            .expect("ok")
-            .into_data()
-            .expect("data");
+        let data = body.frame().await.expect("frame").expect("ok").into_data().expect("data");
         assert_eq!(&data[..], b"x");
         assert!(body.frame().await.expect("frame").is_err());
     }

@@ -15,9 +15,6 @@ pub fn batch_wakeups() {
     // reads nothing but the parameter struct passed by reference.
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
     if rc != 0 {
-        tracing::debug!(
-            "SCHED_BATCH unavailable: {}",
-            std::io::Error::last_os_error()
-        );
+        tracing::debug!("SCHED_BATCH unavailable: {}", std::io::Error::last_os_error());
     }
 }

@@ -37,11 +37,7 @@ impl Scraper {
     }
 
     /// A new worker: `writer` sends lines to it; the returned sender takes its snapshots.
-    pub fn register(
-        &self,
-        id: u32,
-        writer: mpsc::UnboundedSender<String>,
-    ) -> watch::Sender<Latest> {
+    pub fn register(&self, id: u32, writer: mpsc::UnboundedSender<String>) -> watch::Sender<Latest> {
         let (tx, latest) = watch::channel((0, None));
         self.lock().live.insert(id, Live { writer, latest });
         tx
@@ -86,9 +82,7 @@ impl Scraper {
         };
         let deadline = tokio::time::Instant::now() + wait;
         for latest in &mut pending {
-            tokio::time::timeout_at(deadline, latest.wait_for(|(answered, _)| *answered >= seq))
-                .await
-                .ok();
+            tokio::time::timeout_at(deadline, latest.wait_for(|(answered, _)| *answered >= seq)).await.ok();
         }
         let inner = self.lock();
         let mut total = inner.retired.clone();

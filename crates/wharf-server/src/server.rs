@@ -79,12 +79,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(
-        shared: Arc<Shared>,
-        timeouts: Timeouts,
-        max_headers: usize,
-        max_head_size: usize,
-    ) -> Self {
+    pub fn new(shared: Arc<Shared>, timeouts: Timeouts, max_headers: usize, max_head_size: usize) -> Self {
         let mut http = http1::Builder::new();
         // The header timeout is enforced by the connection's watcher (`serve_connection`):
         // hyper's own arms and disarms a timer for every request.
@@ -102,11 +97,7 @@ impl Server {
         if max_headers != 100 {
             http.max_headers(max_headers);
         }
-        Server {
-            shared,
-            http,
-            timeouts,
-        }
+        Server { shared, http, timeouts }
     }
 
     /// Serves until a stop signal arrives on `signals`, then drains: no new connections,
@@ -125,19 +116,10 @@ impl Server {
         let open = Arc::new(OpenConnections::default());
         for listener in listeners {
             tracing::info!("listening on {}", listener.describe());
-            tokio::spawn(Arc::clone(&self).accept_loop(
-                listener,
-                drain_rx.clone(),
-                Arc::clone(&open),
-            ));
+            tokio::spawn(Arc::clone(&self).accept_loop(listener, drain_rx.clone(), Arc::clone(&open)));
         }
-        let Some(signal) = signals.recv().await else {
-            return Drained::Clean;
-        };
-        tracing::info!(
-            signal,
-            "draining: no new connections, finishing in-flight requests"
-        );
+        let Some(signal) = signals.recv().await else { return Drained::Clean };
+        tracing::info!(signal, "draining: no new connections, finishing in-flight requests");
         self.shared.draining.store(true, Ordering::Relaxed);
         drain_tx.send_replace(true);
         let deadline = tokio::time::Instant::now() + graceful_timeout;
@@ -201,17 +183,12 @@ impl Server {
             let state = Arc::clone(&state);
             service_fn(move |req| service::handle(req, Arc::clone(&state)))
         };
-        let io = TokioIo::new(Tracked {
-            inner: io,
-            state: Arc::clone(&state),
-            linger: None,
-        });
+        let io = TokioIo::new(Tracked { inner: io, state: Arc::clone(&state), linger: None });
         let conn = self.http.serve_connection(io, svc);
         tokio::pin!(conn);
 
         let t = &self.timeouts;
-        let tick = (t.keep_alive.min(t.io).min(t.header) / 4)
-            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let tick = (t.keep_alive.min(t.io).min(t.header) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut seen = state.activity();
         let mut quiet_since = Instant::now();
         loop {
@@ -298,11 +275,7 @@ struct Tracked {
 }
 
 impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -321,11 +294,7 @@ impl AsyncRead for Tracked {
 }
 
 impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, data);
         self.note_write(&polled);
         polled
@@ -361,11 +330,7 @@ impl AsyncWrite for Tracked {
         }
         let mut discard = [0u8; 16 * 1024];
         loop {
-            if self
-                .linger
-                .as_mut()
-                .is_some_and(|until| until.as_mut().poll(cx).is_ready())
-            {
+            if self.linger.as_mut().is_some_and(|until| until.as_mut().poll(cx).is_ready()) {
                 return Poll::Ready(Ok(()));
             }
             let mut buf = ReadBuf::new(&mut discard);

@@ -49,9 +49,7 @@ impl Shared {
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         if self.recycle_after == Some(served) {
             if let Some(control) = &self.control {
-                control.send(WorkerMessage::Recycle {
-                    reason: RecycleReason::MaxRequests,
-                });
+                control.send(WorkerMessage::Recycle { reason: RecycleReason::MaxRequests });
             }
         }
     }
@@ -125,25 +123,15 @@ impl ConnState {
     /// covers that).
     pub fn partial_head_for(&self) -> Option<std::time::Duration> {
         let since = self.head_wait_since.load(Ordering::Relaxed);
-        if since == 0
-            || self.reads.load(Ordering::Relaxed) == self.reads_at_head_wait.load(Ordering::Relaxed)
-        {
+        if since == 0 || self.reads.load(Ordering::Relaxed) == self.reads_at_head_wait.load(Ordering::Relaxed) {
             return None;
         }
-        Some(
-            self.epoch
-                .elapsed()
-                .saturating_sub(std::time::Duration::from_nanos(since - 1)),
-        )
+        Some(self.epoch.elapsed().saturating_sub(std::time::Duration::from_nanos(since - 1)))
     }
 
     fn start_head_wait(&self) {
-        self.reads_at_head_wait
-            .store(self.reads.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.head_wait_since.store(
-            self.epoch.elapsed().as_nanos() as u64 + 1,
-            Ordering::Relaxed,
-        );
+        self.reads_at_head_wait.store(self.reads.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.head_wait_since.store(self.epoch.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
     }
 
     /// No byte was read on this connection yet.
@@ -174,11 +162,7 @@ impl ConnState {
     pub fn write_blocked_for(&self) -> Option<std::time::Duration> {
         match self.write_blocked_since.load(Ordering::Relaxed) {
             0 => None,
-            since => Some(
-                self.epoch
-                    .elapsed()
-                    .saturating_sub(std::time::Duration::from_nanos(since)),
-            ),
+            since => Some(self.epoch.elapsed().saturating_sub(std::time::Duration::from_nanos(since))),
         }
     }
 }
@@ -244,36 +228,21 @@ impl OnFinish for Finish {
 }
 
 fn header_string(parts: &http::request::Parts, name: header::HeaderName) -> Option<String> {
-    parts
-        .headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    parts.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
-fn respond(
-    status: StatusCode,
-    reason: &str,
-    close: bool,
-    finish: Finish,
-) -> Response<ResponseBody> {
+fn respond(status: StatusCode, reason: &str, close: bool, finish: Finish) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(Bytes::from(format!("{reason}\n"))));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if close {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     with_finish(response, status, finish)
 }
 
-fn with_finish(
-    mut response: Response<ResponseBody>,
-    status: StatusCode,
-    mut finish: Finish,
-) -> Response<ResponseBody> {
+fn with_finish(mut response: Response<ResponseBody>, status: StatusCode, mut finish: Finish) -> Response<ResponseBody> {
     finish.status = status.as_u16();
     if let Some(record) = finish.record.as_mut() {
         record.status = status.as_u16();
@@ -281,14 +250,9 @@ fn with_finish(
     if finish.in_flight.0.shared_draining() {
         // Telling the client to reconnect (to another worker) on this response, rather than
         // closing idle connections under its feet, is what makes draining lose nothing.
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let closes = response
-        .headers()
-        .get(header::CONNECTION)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let closes = response.headers().get(header::CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
     if closes && finish.version == http::Version::HTTP_10 {
         // hyper answers an HTTP/1.0 keep-alive request with `keep-alive` appended to the
         // Connection header of a 1.1-versioned response, even after `close`; a 1.0 response
@@ -300,49 +264,28 @@ fn with_finish(
     Response::from_parts(parts, body)
 }
 
-pub async fn handle(
-    req: Request<Incoming>,
-    conn: Arc<ConnState>,
-) -> Result<Response<ResponseBody>, Infallible> {
+pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Response<ResponseBody>, Infallible> {
     let shared = &conn.shared;
     shared.count_request();
     let (parts, body) = req.into_parts();
-    let span = shared.tracing.as_ref().map(|t| {
-        t.start(
-            &parts,
-            "http",
-            conn.peer.remote,
-            conn.peer.local,
-            shared.trace_query,
-        )
-    });
+    let span =
+        shared.tracing.as_ref().map(|t| t.start(&parts, "http", conn.peer.remote, conn.peer.local, shared.trace_query));
     let trace = span.as_ref().map(|span| JobTrace {
         traceparent: span.traceparent(),
-        incoming: parts
-            .headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        incoming: parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned),
         acquired: Arc::new(AtomicU64::new(0)),
     });
     let arrived = Instant::now();
     let record = shared.access_log.as_ref().map(|log| AccessRecord {
         log: log.clone(),
         remote: conn.peer.remote,
-        request: Some(RequestLine {
-            method: parts.method.clone(),
-            target: parts.uri.to_string(),
-            version: parts.version,
-        }),
+        request: Some(RequestLine { method: parts.method.clone(), target: parts.uri.to_string(), version: parts.version }),
         status: 0,
         referer: header_string(&parts, header::REFERER),
         user_agent: header_string(&parts, header::USER_AGENT),
         started: arrived,
         started_wall: SystemTime::now(),
-        trace_id: trace
-            .as_ref()
-            .and_then(|t| t.traceparent.split('-').nth(1))
-            .map(str::to_owned),
+        trace_id: trace.as_ref().and_then(|t| t.traceparent.split('-').nth(1)).map(str::to_owned),
     });
     let mut finish = Finish {
         in_flight: InFlight::enter(&conn),
@@ -386,15 +329,7 @@ pub async fn handle(
         (None, None)
     };
     let version = parts.version;
-    let job = Job {
-        parts,
-        body: body.clone(),
-        peer: Arc::clone(&conn.peer),
-        reply: reply_tx,
-        expire,
-        enqueued: arrived,
-        trace,
-    };
+    let job = Job { parts, body: body.clone(), peer: Arc::clone(&conn.peer), reply: reply_tx, expire, enqueued: arrived, trace };
     match shared.queue.push(job) {
         Ok(()) => {}
         Err(PushError::Full(job)) => {
@@ -402,21 +337,11 @@ pub async fn handle(
             shared.metrics.rejected(Rejection::QueueFull);
             tracing::warn!("request queue full: answering 503");
             let close = settle(body.as_deref(), &conn);
-            return Ok(respond(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Server busy, try again",
-                close,
-                finish,
-            ));
+            return Ok(respond(StatusCode::SERVICE_UNAVAILABLE, "Server busy, try again", close, finish));
         }
         Err(PushError::Closed(_)) => {
             shared.metrics.rejected(Rejection::ShuttingDown);
-            return Ok(respond(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Server shutting down",
-                true,
-                finish,
-            ));
+            return Ok(respond(StatusCode::SERVICE_UNAVAILABLE, "Server shutting down", true, finish));
         }
     }
     let reply = match expired {
@@ -433,12 +358,7 @@ pub async fn handle(
         },
     };
     let Ok(reply) = reply else {
-        return Ok(respond(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal Server Error",
-            true,
-            finish,
-        ));
+        return Ok(respond(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", true, finish));
     };
     let status = reply.status;
     // Decided now, whatever Python objects still hold `wsgi.input`: a complete reply means the
@@ -456,9 +376,7 @@ pub async fn handle(
     *response.status_mut() = reply.status;
     *response.headers_mut() = reply.headers;
     if close {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Some(reason) = reply.reason {
         response.extensions_mut().insert(reason);

@@ -91,8 +91,7 @@ impl Responder {
     /// Adds a Content-Length the app did not declare (file responses know their size).
     pub fn declare_content_length(&mut self, len: u64) {
         if let Some(head) = self.declared.as_mut() {
-            head.headers
-                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+            head.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
         }
     }
 
@@ -100,10 +99,7 @@ impl Responder {
         let to = self.reply.take().ok_or(ClientGone)?;
         self.head_sent = true;
         self.status = Some(head.status);
-        let bodiless = matches!(
-            head.status,
-            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
-        );
+        let bodiless = matches!(head.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
         if head.status == StatusCode::NO_CONTENT {
             // RFC 9110 §8.6: a 204 never carries Content-Length, whatever the app declared.
             head.headers.remove(http::header::CONTENT_LENGTH);
@@ -114,33 +110,18 @@ impl Responder {
         let (body, complete) = match body {
             ReplyBody::Full(bytes) => {
                 if !bodiless && !head.headers.contains_key(http::header::CONTENT_LENGTH) {
-                    head.headers.insert(
-                        http::header::CONTENT_LENGTH,
-                        http::HeaderValue::from(bytes.len()),
-                    );
+                    head.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
                 }
                 // A HEAD response carries no body; handing hyper one that disagrees with the
                 // announced length would only trip its length bookkeeping.
-                (
-                    ReplyBody::Full(if self.head_request {
-                        Bytes::new()
-                    } else {
-                        bytes
-                    }),
-                    true,
-                )
+                (ReplyBody::Full(if self.head_request { Bytes::new() } else { bytes }), true)
             }
             stream @ ReplyBody::Stream(_) => (stream, false),
         };
         if !bodiless && !self.head_request {
             self.length = head.content_length();
         }
-        let reply = Reply {
-            status: head.status,
-            reason: head.reason,
-            headers: head.headers,
-            body,
-        };
+        let reply = Reply { status: head.status, reason: head.reason, headers: head.headers, body };
         if complete {
             self.complete = true;
             self.outbox.send(to, reply);
@@ -158,10 +139,7 @@ impl Responder {
             return Ok(());
         }
         let head = self.declared.take().ok_or(ClientGone)?;
-        let bodiless = matches!(
-            head.status,
-            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
-        );
+        let bodiless = matches!(head.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
         match head.content_length() {
             Some(declared) if !bodiless && !self.head_request && (body.len() as u64) < declared => {
                 // Too short: send what there is, then end the connection, so the client sees
@@ -192,18 +170,10 @@ impl Responder {
     /// the connection) whatever the app answers: a framework that caught the error would
     /// otherwise turn it into its own 500 page. True when that response went out instead.
     fn replaced_for_failed_body(&mut self) -> Result<bool, ClientGone> {
-        let Some((status, message)) = self
-            .body
-            .as_ref()
-            .and_then(|body| body.failure().response())
-        else {
+        let Some((status, message)) = self.body.as_ref().and_then(|body| body.failure().response()) else {
             return Ok(false);
         };
-        tracing::warn!(
-            status = status.as_u16(),
-            "{message}: answering {} instead of the application's response",
-            status.as_u16()
-        );
+        tracing::warn!(status = status.as_u16(), "{message}: answering {} instead of the application's response", status.as_u16());
         self.send_error(status, message)?;
         // Whatever the app still yields belongs to the response it no longer sends.
         self.excess_warned = true;
@@ -214,15 +184,9 @@ impl Responder {
     pub fn send_error(&mut self, status: StatusCode, message: &str) -> Result<(), ClientGone> {
         self.declared = None;
         let mut head = Head::server_error(status);
-        if matches!(
-            status,
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT | StatusCode::BAD_REQUEST
-        ) {
+        if matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT | StatusCode::BAD_REQUEST) {
             // The rest of the request body was not read; the connection cannot be reused.
-            head.headers.insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
+            head.headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }
         self.send_head(head, ReplyBody::Full(Bytes::from(format!("{message}\n"))))
     }
@@ -267,10 +231,7 @@ impl Responder {
     fn discard_excess(&mut self, len: usize) {
         if !self.excess_warned {
             self.excess_warned = true;
-            tracing::warn!(
-                bytes = len,
-                "the application sent more body than its Content-Length; discarding the excess"
-            );
+            tracing::warn!(bytes = len, "the application sent more body than its Content-Length; discarding the excess");
         }
     }
 
@@ -298,10 +259,7 @@ impl Responder {
             return self.send_full(chunk.into_bytes());
         }
         let pipe = self.stream()?;
-        let chunk = match self
-            .length
-            .map(|declared| declared.saturating_sub(self.streamed))
-        {
+        let chunk = match self.length.map(|declared| declared.saturating_sub(self.streamed)) {
             Some(room) if len as u64 > room => {
                 self.discard_excess(len - room as usize);
                 if room == 0 {
@@ -386,15 +344,14 @@ pub struct StartResponse {
 
 impl StartResponse {
     pub fn new(responder: Responder) -> Self {
-        StartResponse {
-            responder: Mutex::new(responder),
-        }
+        StartResponse { responder: Mutex::new(responder) }
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&mut Responder) -> R) -> PyResult<R> {
-        let mut guard = self.responder.lock().map_err(|_| {
-            PyRuntimeError::new_err("response state is unusable after an earlier failure")
-        })?;
+        let mut guard = self
+            .responder
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("response state is unusable after an earlier failure"))?;
         Ok(f(&mut guard))
     }
 }
@@ -402,34 +359,29 @@ impl StartResponse {
 /// Builds the head from what the app passed, borrowing the Python strings instead of copying
 /// them (this runs once per request).
 fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
-    let status = status.cast::<PyString>().map_err(|_| {
-        PyTypeError::new_err(format!("status must be a str, not {}", status.get_type()))
-    })?;
+    let status = status
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("status must be a str, not {}", status.get_type())))?;
     let invalid = |e: HeadError| pyo3::exceptions::PyValueError::new_err(e.to_string());
     let mut head = Head::start(&status.to_cow()?, headers.len().unwrap_or(0)).map_err(invalid)?;
-    for item in headers
-        .try_iter()
-        .map_err(|_| PyTypeError::new_err("headers must be a list of (name, value) tuples"))?
+    for item in
+        headers.try_iter().map_err(|_| PyTypeError::new_err("headers must be a list of (name, value) tuples"))?
     {
         let item = item?;
-        let pair = item.cast::<PyTuple>().map_err(|_| {
-            PyTypeError::new_err(format!("header {item} is not a (name, value) tuple"))
-        })?;
+        let pair = item
+            .cast::<PyTuple>()
+            .map_err(|_| PyTypeError::new_err(format!("header {item} is not a (name, value) tuple")))?;
         if pair.len() != 2 {
-            return Err(PyTypeError::new_err(format!(
-                "header {pair} is not a (name, value) tuple"
-            )));
+            return Err(PyTypeError::new_err(format!("header {pair} is not a (name, value) tuple")));
         }
         let name = pair.get_borrowed_item(0)?;
-        let name = name
-            .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err(format!("header name in {pair} is not a str")))?;
+        let name =
+            name.cast::<PyString>().map_err(|_| PyTypeError::new_err(format!("header name in {pair} is not a str")))?;
         let value = pair.get_borrowed_item(1)?;
         let value = value
             .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err(format!("header value in {pair} is not a str")))?;
-        head.push(&name.to_cow()?, &value.to_cow()?)
-            .map_err(invalid)?;
+        head.push(&name.to_cow()?, &value.to_cow()?).map_err(invalid)?;
     }
     Ok(head)
 }
@@ -453,9 +405,7 @@ impl StartResponse {
                 return Err(PyErr::from_value(value));
             }
         } else if has_head || head_sent {
-            return Err(PyRuntimeError::new_err(
-                "start_response() called a second time without exc_info",
-            ));
+            return Err(PyRuntimeError::new_err("start_response() called a second time without exc_info"));
         }
         let head = build_head(status, headers)?;
         this.with(|r| r.declared = Some(head))?;
@@ -464,18 +414,15 @@ impl StartResponse {
 
     /// The legacy `write()` callable returned by `start_response`.
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let data = data.cast::<PyBytes>().map_err(|_| {
-            PyTypeError::new_err(format!("write() needs bytes, not {}", data.get_type()))
-        })?;
+        let data = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err(format!("write() needs bytes, not {}", data.get_type())))?;
         let sent = self.with(|r| {
             if !r.has_head() && !r.head_sent() {
-                return Err(PyRuntimeError::new_err(
-                    "write() called before start_response()",
-                ));
+                return Err(PyRuntimeError::new_err("write() called before start_response()"));
             }
-            r.send_chunk(py, data.as_bytes()).map_err(|_| {
-                pyo3::exceptions::PyConnectionResetError::new_err("client disconnected")
-            })
+            r.send_chunk(py, data.as_bytes())
+                .map_err(|_| pyo3::exceptions::PyConnectionResetError::new_err("client disconnected"))
         })?;
         sent
     }

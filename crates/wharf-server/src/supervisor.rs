@@ -178,17 +178,9 @@ impl Supervisor {
             control: theirs.as_raw_fd(),
             sockets: self.sockets.iter().map(SharedSocket::raw).collect(),
         };
-        let inherit: Vec<RawFd> = handoff
-            .sockets
-            .iter()
-            .map(|&(_, fd)| fd)
-            .chain([handoff.control])
-            .collect();
+        let inherit: Vec<RawFd> = handoff.sockets.iter().map(|&(_, fd)| fd).chain([handoff.control]).collect();
         let mut cmd = std::process::Command::new(&self.command.python);
-        cmd.arg("-m")
-            .arg("wharf")
-            .args(&self.command.args)
-            .env(HANDOFF_ENV, handoff.encode());
+        cmd.arg("-m").arg("wharf").args(&self.command.args).env(HANDOFF_ENV, handoff.encode());
         // SAFETY: the closure only calls fcntl (async-signal-safe) on descriptor numbers
         // captured before fork; it allocates nothing.
         unsafe {
@@ -233,25 +225,14 @@ impl Supervisor {
                             break;
                         }
                     }
-                    Err(err) => {
-                        tracing::warn!(worker = id, "unreadable control message {line:?}: {err}")
-                    }
+                    Err(err) => tracing::warn!(worker = id, "unreadable control message {line:?}: {err}"),
                 }
             }
             // The worker is gone (its last metrics, if any, arrived before the end of stream).
             scraper.retire(id);
         });
         tracing::info!(worker = id, pid, "started worker");
-        self.workers.insert(
-            id,
-            Worker {
-                pid,
-                state: State::Starting,
-                retire: None,
-                last_heartbeat: Instant::now(),
-                started: Instant::now(),
-            },
-        );
+        self.workers.insert(id, Worker { pid, state: State::Starting, retire: None, last_heartbeat: Instant::now(), started: Instant::now() });
         Ok(id)
     }
 
@@ -261,9 +242,7 @@ impl Supervisor {
             if !matches!(w.state, State::Draining { .. }) {
                 tracing::info!(worker = id, pid = w.pid, "draining worker ({why})");
                 send_signal(w.pid, libc::SIGTERM);
-                w.state = State::Draining {
-                    deadline: Instant::now() + graceful,
-                };
+                w.state = State::Draining { deadline: Instant::now() + graceful };
             }
         }
     }
@@ -271,9 +250,7 @@ impl Supervisor {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Message(id, msg) => {
-                let Some(w) = self.workers.get_mut(&id) else {
-                    return;
-                };
+                let Some(w) = self.workers.get_mut(&id) else { return };
                 w.last_heartbeat = Instant::now();
                 match msg {
                     WorkerMessage::Ready => {
@@ -287,39 +264,22 @@ impl Supervisor {
                     WorkerMessage::Heartbeat { .. } | WorkerMessage::Metrics { .. } => {}
                     WorkerMessage::Recycle { reason } => {
                         if w.retire.is_none() {
-                            tracing::info!(
-                                worker = id,
-                                reason = reason.as_str(),
-                                "worker asks to be replaced"
-                            );
+                            tracing::info!(worker = id, reason = reason.as_str(), "worker asks to be replaced");
                             w.retire = Some(reason.as_str());
                         }
                         if reason == RecycleReason::Timeout {
-                            tracing::warn!(
-                                worker = id,
-                                "a request exceeded --timeout; replacing the worker"
-                            );
+                            tracing::warn!(worker = id, "a request exceeded --timeout; replacing the worker");
                         }
                     }
                 }
             }
             Event::Exited(id, status) => {
-                let Some(w) = self.workers.remove(&id) else {
-                    return;
-                };
+                let Some(w) = self.workers.remove(&id) else { return };
                 let how = describe_exit(&status);
                 match w.state {
-                    State::Draining { .. } => tracing::info!(
-                        worker = id,
-                        pid = w.pid,
-                        "worker exited after draining ({how})"
-                    ),
+                    State::Draining { .. } => tracing::info!(worker = id, pid = w.pid, "worker exited after draining ({how})"),
                     State::Ready => {
-                        tracing::error!(
-                            worker = id,
-                            pid = w.pid,
-                            "worker died ({how}); starting a replacement"
-                        );
+                        tracing::error!(worker = id, pid = w.pid, "worker died ({how}); starting a replacement");
                         self.scraper.restarted("crash");
                     }
                     State::Starting => self.on_start_failure(id, &status, &how),
@@ -334,9 +294,7 @@ impl Supervisor {
         }
         let code = status.as_ref().ok().and_then(|s| s.code());
         self.start_failures += 1;
-        if !self.ever_ready
-            && (matches!(code, Some(2 | 3)) || self.start_failures >= MAX_START_FAILURES)
-        {
+        if !self.ever_ready && (matches!(code, Some(2 | 3)) || self.start_failures >= MAX_START_FAILURES) {
             // The application cannot start at all (import error, bad config): restarting it
             // would only repeat the same failure.
             tracing::error!(worker = id, "worker failed to start ({how}); stopping");
@@ -344,12 +302,8 @@ impl Supervisor {
             self.begin_stop("startup failure");
             return;
         }
-        let backoff = Duration::from_millis(100 * (1 << self.start_failures.min(7)))
-            .min(Duration::from_secs(10));
-        tracing::error!(
-            worker = id,
-            "worker failed to start ({how}); retrying in {backoff:?}"
-        );
+        let backoff = Duration::from_millis(100 * (1 << self.start_failures.min(7))).min(Duration::from_secs(10));
+        tracing::error!(worker = id, "worker failed to start ({how}); retrying in {backoff:?}");
         self.next_spawn_at = Instant::now() + backoff;
     }
 
@@ -363,11 +317,7 @@ impl Supervisor {
                 self.exit_code.get_or_insert(1);
             }
             // SIGINT is someone at a terminal: no load balancer to wait for.
-            Signal::Stop(name)
-                if self.shutdown_delay.is_zero()
-                    || name == "SIGINT"
-                    || self.delayed_stop.is_some() =>
-            {
+            Signal::Stop(name) if self.shutdown_delay.is_zero() || name == "SIGINT" || self.delayed_stop.is_some() => {
                 self.begin_stop(name)
             }
             Signal::Stop(name) => {
@@ -428,19 +378,11 @@ impl Supervisor {
         for (id, w) in &self.workers {
             match w.state {
                 State::Draining { deadline } if now >= deadline => {
-                    tracing::warn!(
-                        worker = id,
-                        pid = w.pid,
-                        "graceful timeout passed; killing worker"
-                    );
+                    tracing::warn!(worker = id, pid = w.pid, "graceful timeout passed; killing worker");
                     send_signal(w.pid, libc::SIGKILL);
                 }
                 State::Ready if now.duration_since(w.last_heartbeat) >= HUNG_WORKER => {
-                    tracing::error!(
-                        worker = id,
-                        pid = w.pid,
-                        "worker stopped heartbeating; killing it"
-                    );
+                    tracing::error!(worker = id, pid = w.pid, "worker stopped heartbeating; killing it");
                     send_signal(w.pid, libc::SIGKILL);
                 }
                 State::Starting if now.duration_since(w.started) >= self.startup_timeout => {
@@ -467,17 +409,11 @@ impl Supervisor {
 
     fn reconcile(&mut self) {
         let now = Instant::now();
-        let ready = self
-            .workers
-            .values()
-            .filter(|w| w.state == State::Ready)
-            .count();
+        let ready = self.workers.values().filter(|w| w.state == State::Ready).count();
         let stale = self
             .workers
             .values()
-            .filter(|w| {
-                w.state == State::Ready && now.duration_since(w.last_heartbeat) >= STALE_HEARTBEAT
-            })
+            .filter(|w| w.state == State::Ready && now.duration_since(w.last_heartbeat) >= STALE_HEARTBEAT)
             .count();
         self.health.update(|h| {
             h.ready_workers = ready;
@@ -500,11 +436,7 @@ impl Supervisor {
             }
         }
         // Retire or scale down only while enough ready workers remain to carry the traffic.
-        let kept_ready = self
-            .workers
-            .values()
-            .filter(|w| keep(w) && w.state == State::Ready)
-            .count();
+        let kept_ready = self.workers.values().filter(|w| keep(w) && w.state == State::Ready).count();
         let mut surplus = (ready).saturating_sub(target.min(kept_ready.max(target)));
         let retiring: Vec<u32> = self
             .workers
@@ -514,11 +446,7 @@ impl Supervisor {
             .collect();
         for id in retiring {
             if kept_ready >= target || surplus > 0 {
-                let why = self
-                    .workers
-                    .get(&id)
-                    .and_then(|w| w.retire)
-                    .unwrap_or("retired");
+                let why = self.workers.get(&id).and_then(|w| w.retire).unwrap_or("retired");
                 self.scraper.restarted(why);
                 self.drain(id, why);
                 surplus = surplus.saturating_sub(1);

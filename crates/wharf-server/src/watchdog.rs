@@ -22,18 +22,12 @@ pub struct Watchdog {
 
 impl Watchdog {
     pub fn new(timeout: Duration, threads: usize) -> Self {
-        Watchdog {
-            timeout,
-            slots: (0..threads).map(|_| Mutex::new(None)).collect(),
-        }
+        Watchdog { timeout, slots: (0..threads).map(|_| Mutex::new(None)).collect() }
     }
 
     pub fn start(&self, thread: usize, expire: oneshot::Sender<()>) {
         if let Some(slot) = self.slots.get(thread) {
-            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running {
-                since: Instant::now(),
-                expire,
-            });
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running { since: Instant::now(), expire });
         }
     }
 
@@ -49,10 +43,7 @@ impl Watchdog {
         let mut expired = 0;
         for slot in &self.slots {
             let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            if slot
-                .as_ref()
-                .is_some_and(|r| r.since.elapsed() >= self.timeout)
-            {
+            if slot.as_ref().is_some_and(|r| r.since.elapsed() >= self.timeout) {
                 if let Some(running) = slot.take() {
                     if running.expire.send(()).is_ok() {
                         expired += 1;

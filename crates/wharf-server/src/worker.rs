@@ -27,8 +27,8 @@ use crate::errors_stream::ErrorStream;
 use crate::file_wrapper::FileWrapper;
 use crate::handler::AppContext;
 use crate::handoff::{self, Handoff, SharedSocket};
-use crate::health::Health;
 use crate::input::WsgiInput;
+use crate::health::Health;
 use crate::limits::Limits;
 use crate::listener::Listener;
 use crate::metrics::WorkerMetrics;
@@ -80,10 +80,7 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(StartError::Runtime)
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Runtime)
 }
 
 /// The supervisor: binds the sockets once and keeps `--workers` workers running.
@@ -92,13 +89,9 @@ fn supervise(py: Python<'_>, config: &Config, args: Vec<String>) -> Result<i32, 
     let python: String = py
         .import("sys")
         .and_then(|sys| sys.getattr("executable")?.extract())
-        .map_err(|err| {
-            StartError::InvalidConfig(format!("cannot find the Python interpreter: {err}"))
-        })?;
+        .map_err(|err| StartError::InvalidConfig(format!("cannot find the Python interpreter: {err}")))?;
     if python.is_empty() {
-        return Err(StartError::InvalidConfig(
-            "cannot find the Python interpreter (sys.executable is empty)".into(),
-        ));
+        return Err(StartError::InvalidConfig("cannot find the Python interpreter (sys.executable is empty)".into()));
     }
     let runtime = runtime()?;
     let (sockets, admin_listener) = {
@@ -111,11 +104,7 @@ fn supervise(py: Python<'_>, config: &Config, args: Vec<String>) -> Result<i32, 
                 .map(|spec| SharedSocket::from_listener(Listener::bind(spec, config.backlog)?))
                 .collect::<Result<Vec<_>, _>>()?,
         };
-        let admin = config
-            .admin_bind
-            .as_ref()
-            .map(|spec| Listener::bind(spec, 128))
-            .transpose()?;
+        let admin = config.admin_bind.as_ref().map(|spec| Listener::bind(spec, 128)).transpose()?;
         (sockets, admin)
     };
     for socket in &sockets {
@@ -125,10 +114,7 @@ fn supervise(py: Python<'_>, config: &Config, args: Vec<String>) -> Result<i32, 
     let scraper = Arc::new(Scraper::default());
     let supervisor = Supervisor::new(
         config,
-        WorkerCommand {
-            python: python.into(),
-            args,
-        },
+        WorkerCommand { python: python.into(), args },
         sockets,
         Arc::clone(&health),
         Arc::clone(&scraper),
@@ -208,9 +194,7 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
         io_timeout: config.io_timeout,
         metrics: Arc::clone(&metrics),
     });
-    let watchdog = config
-        .request_timeout()
-        .map(|t| Arc::new(Watchdog::new(t, config.threads as usize)));
+    let watchdog = config.request_timeout().map(|t| Arc::new(Watchdog::new(t, config.threads as usize)));
     let pool = Pool::start(ctx, config.threads, config.queue_size, watchdog.clone())?;
     let access_log = if config.access_log {
         Some(AccessLog::start(config.access_log_format).map_err(StartError::Thread)?)
@@ -298,8 +282,7 @@ fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32
             Ok::<_, StartError>(drained)
         })
     })?;
-    let threads_done =
-        py.detach(|| pool.shutdown(Instant::now() + Duration::from_secs(5).min(graceful)));
+    let threads_done = py.detach(|| pool.shutdown(Instant::now() + Duration::from_secs(5).min(graceful)));
     let code = match drained {
         Drained::Clean => 0,
         Drained::TimedOut { open } => {
