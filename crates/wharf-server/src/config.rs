@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::forwarded::TrustedProxies;
-use crate::listener::BindSpec;
+use crate::app_name;
+use crate::http::{BindSpec, TrustedProxies};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -19,14 +19,14 @@ use crate::listener::BindSpec;
     after_help = "Every option can also be set through the environment as WHARF_<OPTION> \
                   (e.g. WHARF_BIND=0.0.0.0:8000, WHARF_THREADS=16)."
 )]
-pub struct Config {
+pub(crate) struct Config {
     /// The WSGI application: `module:attribute` (`module` alone means `module:application`).
     #[arg(env = "WHARF_APP", value_name = "APP")]
-    pub app: String,
+    pub(crate) app: String,
 
     /// Call the attribute with no arguments to obtain the application (an app factory).
     #[arg(long, env = "WHARF_FACTORY")]
-    pub factory: bool,
+    pub(crate) factory: bool,
 
     /// Address to listen on: HOST:PORT, [IPv6]:PORT or unix:/path. Repeatable.
     #[arg(
@@ -37,158 +37,148 @@ pub struct Config {
         default_value = "127.0.0.1:8000",
         value_name = "ADDR"
     )]
-    pub binds: Vec<BindSpec>,
+    pub(crate) binds: Vec<BindSpec>,
 
     /// Worker processes, each with its own Python interpreter and thread pool.
     #[arg(long, short = 'w', env = "WHARF_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=512))]
-    pub workers: u32,
+    pub(crate) workers: u32,
 
     /// Python threads serving requests in each worker.
     #[arg(long, env = "WHARF_THREADS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub threads: u32,
+    pub(crate) threads: u32,
 
     /// Requests allowed to wait for a free Python thread; beyond that the server answers 503.
     #[arg(long, env = "WHARF_QUEUE_SIZE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    pub queue_size: u32,
+    pub(crate) queue_size: u32,
 
     /// Listen backlog of the listening sockets.
     #[arg(long, env = "WHARF_BACKLOG", default_value_t = 1024)]
-    pub backlog: u32,
+    pub(crate) backlog: u32,
 
     /// Change to this directory before importing the application.
     #[arg(long, env = "WHARF_CHDIR", value_name = "DIR")]
-    pub chdir: Option<PathBuf>,
+    pub(crate) chdir: Option<PathBuf>,
 
     /// Mount point of the application: SCRIPT_NAME, stripped from the front of PATH_INFO.
     #[arg(long, env = "WHARF_ROOT_PATH", default_value = "", value_parser = parse_root_path)]
-    pub root_path: String,
+    pub(crate) root_path: String,
 
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "WHARF_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    pub(crate) log_level: String,
 
     /// Format of the server's own log lines (written to stderr).
     #[arg(long, env = "WHARF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 
     /// Write one access-log line per finished response to stdout.
     #[arg(long, env = "WHARF_ACCESS_LOG")]
-    pub access_log: bool,
+    pub(crate) access_log: bool,
 
     /// Format of access-log lines.
     #[arg(long, env = "WHARF_ACCESS_LOG_FORMAT", value_enum, default_value_t = AccessLogFormat::Combined)]
-    pub access_log_format: AccessLogFormat,
+    pub(crate) access_log_format: AccessLogFormat,
 
     /// Record the query string (`url.query`) on request trace spans (it may hold secrets).
     #[arg(long, env = "WHARF_TRACE_QUERY")]
-    pub trace_query: bool,
+    pub(crate) trace_query: bool,
 
     /// Longest accepted request line (method, target and version), in bytes; longer gets 414.
     #[arg(long, env = "WHARF_LIMIT_REQUEST_LINE", default_value_t = 8190, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
-    pub limit_request_line: u32,
+    pub(crate) limit_request_line: u32,
 
     /// Most header fields accepted in one request; more gets 431.
     #[arg(long, env = "WHARF_LIMIT_REQUEST_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub limit_request_headers: u32,
+    pub(crate) limit_request_headers: u32,
 
     /// Largest total size of the request head (request line and all header fields), in bytes; larger gets 431.
     #[arg(long, env = "WHARF_LIMIT_REQUEST_HEADERS_SIZE", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
-    pub limit_request_headers_size: u32,
+    pub(crate) limit_request_headers_size: u32,
 
     /// Largest request body accepted, in bytes (0: no limit); larger gets 413.
     #[arg(long, env = "WHARF_LIMIT_REQUEST_BODY", default_value_t = 0)]
-    pub limit_request_body: u64,
+    pub(crate) limit_request_body: u64,
 
     /// Seconds a client may take to send a complete request head (measured from when the
     /// server starts waiting for it); then the connection is closed.
     #[arg(long, env = "WHARF_HEADER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
 
     /// Seconds an idle keep-alive connection is kept open.
     #[arg(long, env = "WHARF_KEEP_ALIVE_TIMEOUT", default_value = "5", value_parser = parse_seconds)]
-    pub keep_alive_timeout: Duration,
+    pub(crate) keep_alive_timeout: Duration,
 
     /// Seconds an application call may take before the response head is sent; then the
     /// client gets 504 and the worker (whose Python thread cannot be interrupted) is replaced.
     /// 0 disables the limit.
     #[arg(long, env = "WHARF_TIMEOUT", default_value = "0", value_parser = parse_seconds_or_zero)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 
     /// Seconds a stopping worker (or the whole server on SIGTERM) gets to finish in-flight
     /// requests before it is killed.
     #[arg(long, env = "WHARF_GRACEFUL_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
-    pub graceful_timeout: Duration,
+    pub(crate) graceful_timeout: Duration,
 
     /// Replace a worker after it served this many requests (0: never), without dropping any.
     #[arg(long, env = "WHARF_MAX_REQUESTS", default_value_t = 0)]
-    pub max_requests: u64,
+    pub(crate) max_requests: u64,
 
     /// Add a random 0..=N to each worker's --max-requests so workers do not recycle together.
     #[arg(long, env = "WHARF_MAX_REQUESTS_JITTER", default_value_t = 0)]
-    pub max_requests_jitter: u64,
+    pub(crate) max_requests_jitter: u64,
 
     /// Admin listener (HOST:PORT) answering /livez, /readyz and /metrics from the supervisor,
     /// apart from application traffic. Off unless set.
     #[arg(long, env = "WHARF_ADMIN_BIND", value_name = "ADDR")]
-    pub admin_bind: Option<BindSpec>,
+    pub(crate) admin_bind: Option<BindSpec>,
 
     /// Peers (comma-separated IPs or CIDRs, or `*`) whose X-Forwarded-For/-Proto/-Host and
     /// Forwarded headers are trusted to set REMOTE_ADDR, wsgi.url_scheme and the host.
     #[arg(long, env = "WHARF_FORWARDED_ALLOW_IPS", default_value = "127.0.0.1,::1", value_parser = parse_trusted)]
-    pub forwarded_allow_ips: TrustedProxies,
+    pub(crate) forwarded_allow_ips: TrustedProxies,
 
     /// Development: restart workers when a .py file under the working directory changes.
     #[arg(long, env = "WHARF_RELOAD")]
-    pub reload: bool,
+    pub(crate) reload: bool,
 
     /// Seconds a client may stall while the app reads the request body or while a response
     /// waits to be written; then the connection is dropped.
     #[arg(long, env = "WHARF_IO_TIMEOUT", default_value = "60", value_parser = parse_seconds)]
-    pub io_timeout: Duration,
+    pub(crate) io_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AccessLogFormat {
+pub(crate) enum AccessLogFormat {
     Combined,
     Json,
 }
 
 impl Config {
     /// `--timeout`, if enabled.
-    pub fn request_timeout(&self) -> Option<Duration> {
+    pub(crate) fn request_timeout(&self) -> Option<Duration> {
         (!self.timeout.is_zero()).then_some(self.timeout)
     }
 
-    /// `module:attribute` split in two, with `application` as the default attribute.
-    pub fn app_target(&self) -> Result<(&str, &str), String> {
-        let (module, attr) = match self.app.split_once(':') {
-            Some((m, a)) => (m, a),
-            None => (self.app.as_str(), "application"),
+    /// `module:attribute` split in two (see [`app_name`]); `module` alone means
+    /// `module:application`.
+    pub(crate) fn app_target(&self) -> Result<(&str, &str), String> {
+        let target = if self.app.contains(':') {
+            app_name::split(&self.app)
+        } else {
+            app_name::split(&format!("{}:application", self.app)).map(|_| (self.app.as_str(), "application"))
         };
-        let valid_module = !module.is_empty()
-            && module
-                .split('.')
-                .all(|part| !part.is_empty() && part.chars().all(|c| c == '_' || c.is_alphanumeric()));
-        if !valid_module {
-            return Err(format!(
-                "invalid APP {:?}: expected `module:attribute`, e.g. `myproject.wsgi:application`",
+        target.ok_or_else(|| {
+            format!(
+                "invalid APP {:?}: expected `module:attribute` with dotted Python names, e.g. `myproject.wsgi:application`",
                 self.app
-            ));
-        }
-        let valid_attr = !attr.is_empty()
-            && attr
-                .split('.')
-                .all(|part| !part.is_empty() && part.chars().all(|c| c == '_' || c.is_alphanumeric()));
-        if !valid_attr {
-            return Err(format!("invalid APP {:?}: attribute {attr:?} is not a Python name", self.app));
-        }
-        Ok((module, attr))
+            )
+        })
     }
 }
 

@@ -15,12 +15,12 @@ use std::task::{Poll, Waker};
 
 use tokio::sync::oneshot;
 
-use crate::exchange::Reply;
+use super::exchange::Reply;
 
 type Delivery = (oneshot::Sender<Reply>, Reply);
 
 #[derive(Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     inner: Mutex<Inner>,
 }
 
@@ -38,7 +38,7 @@ impl Outbox {
     }
 
     /// Queues `reply` for the connection waiting on `to` (called on a Python thread).
-    pub fn send(&self, to: oneshot::Sender<Reply>, reply: Reply) {
+    pub(crate) fn send(&self, to: oneshot::Sender<Reply>, reply: Reply) {
         let waker = {
             let mut inner = self.lock();
             inner.pending.push((to, reply));
@@ -52,7 +52,7 @@ impl Outbox {
     }
 
     /// Delivers replies as they arrive; runs on the I/O thread for the worker's lifetime.
-    pub async fn deliver(&self) {
+    pub(crate) async fn deliver(&self) {
         let mut batch = Vec::new();
         poll_fn(|cx| {
             loop {
@@ -84,7 +84,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::exchange::ReplyBody;
+    use crate::bridge::exchange::ReplyBody;
 
     fn reply(n: usize) -> Reply {
         Reply {

@@ -29,16 +29,16 @@ thread_local! {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimedOut;
+pub(crate) struct TimedOut;
 
 /// Polls once, now, on this thread: lets a caller skip releasing the GIL when the result is
 /// already there.
-pub fn poll_now<T>(poll: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+pub(crate) fn poll_now<T>(poll: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
     WAKER.with(|waker| poll(&mut Context::from_waker(waker)))
 }
 
 /// Drives `fut` to completion on this thread.
-pub fn block_on<F: Future>(fut: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
     let mut fut = pin!(fut);
     WAKER.with(|waker| {
         let mut cx = Context::from_waker(waker);
@@ -52,7 +52,7 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 }
 
 /// Drives `fut` to completion on this thread, giving up at `deadline`.
-pub fn block_on_until<F: Future>(fut: F, deadline: Instant) -> Result<F::Output, TimedOut> {
+pub(crate) fn block_on_until<F: Future>(fut: F, deadline: Instant) -> Result<F::Output, TimedOut> {
     let mut fut = pin!(fut);
     WAKER.with(|waker| {
         let mut cx = Context::from_waker(waker);

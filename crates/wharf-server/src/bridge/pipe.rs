@@ -15,12 +15,12 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Bytes, BytesMut};
 
 /// Bytes buffered before the producer waits for the client.
-pub const LIMIT: usize = 256 * 1024;
+pub(crate) const LIMIT: usize = 256 * 1024;
 /// Chunks this large are queued as they are rather than copied into the shared buffer.
 const COPY_BELOW: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// The producer finished: the response is complete.
     Complete,
     /// The producer failed: the response must end without a clean terminator.
@@ -40,17 +40,17 @@ struct State {
 }
 
 #[derive(Default)]
-pub struct Pipe {
+pub(crate) struct Pipe {
     state: Mutex<State>,
 }
 
 /// The consumer went away: nobody will read what the producer writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConsumerGone;
+pub(crate) struct ConsumerGone;
 
 /// What the consumer gets from one poll.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Taken {
+pub(crate) enum Taken {
     Data(Bytes),
     End(End),
 }
@@ -62,7 +62,7 @@ impl Pipe {
     }
 
     /// Appends a chunk; never waits (see `wait_for_room`).
-    pub fn push(&self, chunk: &[u8]) -> Result<(), ConsumerGone> {
+    pub(crate) fn push(&self, chunk: &[u8]) -> Result<(), ConsumerGone> {
         self.push_with(chunk.len(), |state| {
             if chunk.len() >= COPY_BELOW {
                 let tail = state.tail.split().freeze();
@@ -77,7 +77,7 @@ impl Pipe {
     }
 
     /// Appends an owned chunk without copying it.
-    pub fn push_bytes(&self, chunk: Bytes) -> Result<(), ConsumerGone> {
+    pub(crate) fn push_bytes(&self, chunk: Bytes) -> Result<(), ConsumerGone> {
         self.push_with(chunk.len(), |state| {
             let tail = state.tail.split().freeze();
             if !tail.is_empty() {
@@ -106,12 +106,12 @@ impl Pipe {
     }
 
     /// Whether the producer should wait before pushing more.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.lock().buffered >= LIMIT
     }
 
     /// Completes once the buffer has room again (or the consumer is gone).
-    pub async fn wait_for_room(&self) -> Result<(), ConsumerGone> {
+    pub(crate) async fn wait_for_room(&self) -> Result<(), ConsumerGone> {
         poll_fn(|cx| {
             let mut state = self.lock();
             if state.consumer_gone {
@@ -127,7 +127,7 @@ impl Pipe {
     }
 
     /// The producer is done (or failed); the consumer sees the end after the data.
-    pub fn close(&self, end: End) {
+    pub(crate) fn close(&self, end: End) {
         let mut state = self.lock();
         state.end.get_or_insert(end);
         let wake = state.consumer.take();
@@ -138,7 +138,7 @@ impl Pipe {
     }
 
     /// Consumer side: everything produced so far, the end, or `Pending`.
-    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Taken> {
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Taken> {
         let mut state = self.lock();
         let data = match state.queued.pop_front() {
             Some(piece) => Some(piece),
@@ -162,7 +162,7 @@ impl Pipe {
     }
 
     /// Consumer side: stop; a waiting producer learns it at once.
-    pub fn consumer_gone(&self) {
+    pub(crate) fn consumer_gone(&self) {
         let mut state = self.lock();
         state.consumer_gone = true;
         state.queued.clear();
@@ -238,7 +238,7 @@ mod tests {
             })
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let waited = crate::blocking::block_on_until(pipe.wait_for_room(), deadline);
+        let waited = crate::bridge::park::block_on_until(pipe.wait_for_room(), deadline);
         assert_eq!(waited, Ok(Ok(())));
         assert!(matches!(consumer.join().ok(), Some(Poll::Ready(Taken::Data(_)))));
     }

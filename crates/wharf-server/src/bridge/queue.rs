@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, Thread};
 
-pub struct JobQueue<T> {
+pub(crate) struct JobQueue<T> {
     state: Mutex<State<T>>,
     capacity: usize,
     consumers: usize,
@@ -64,14 +64,14 @@ impl<T> State<T> {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum PushError<T> {
+pub(crate) enum PushError<T> {
     Full(T),
     Closed(T),
 }
 
 impl<T> JobQueue<T> {
     /// `capacity` items may wait beyond what `consumers` free consumers will take.
-    pub fn new(capacity: usize, consumers: usize) -> Self {
+    pub(crate) fn new(capacity: usize, consumers: usize) -> Self {
         JobQueue {
             state: Mutex::new(State {
                 items: VecDeque::with_capacity(capacity.min(4096)),
@@ -91,7 +91,7 @@ impl<T> JobQueue<T> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn push(&self, item: T) -> Result<(), PushError<T>> {
+    pub(crate) fn push(&self, item: T) -> Result<(), PushError<T>> {
         let mut state = self.lock();
         if state.closed {
             return Err(PushError::Closed(item));
@@ -111,7 +111,7 @@ impl<T> JobQueue<T> {
 
     /// Takes the next item without waiting; the caller is busy until it calls `done`.
     /// `searcher`: the caller was woken by [`JobQueue::wait`] to look for work.
-    pub fn try_pop(&self, searcher: bool) -> Option<T> {
+    pub(crate) fn try_pop(&self, searcher: bool) -> Option<T> {
         let mut state = self.lock();
         if searcher {
             state.searching = false;
@@ -130,7 +130,7 @@ impl<T> JobQueue<T> {
 
     /// Waits until this consumer is asked to look for work (then it must call
     /// `try_pop(true)`); `false` once the queue is closed and empty.
-    pub fn wait(&self) -> bool {
+    pub(crate) fn wait(&self) -> bool {
         let sleeper = {
             let mut state = self.lock();
             if !state.items.is_empty() && !state.searching {
@@ -155,7 +155,7 @@ impl<T> JobQueue<T> {
     }
 
     /// Refuses new items; consumers drain what is queued and then `wait` returns `false`.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let sleepers = {
             let mut state = self.lock();
             state.closed = true;
@@ -167,13 +167,13 @@ impl<T> JobQueue<T> {
     }
 
     /// The consumer finished the item it took.
-    pub fn done(&self) {
+    pub(crate) fn done(&self) {
         let mut state = self.lock();
         state.busy = state.busy.saturating_sub(1);
     }
 
     /// (items waiting, consumers busy), read together.
-    pub fn load(&self) -> (usize, usize) {
+    pub(crate) fn load(&self) -> (usize, usize) {
         let state = self.lock();
         (state.items.len(), state.busy)
     }

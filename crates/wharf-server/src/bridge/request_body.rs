@@ -15,20 +15,20 @@ use hyper::body::{Body, Frame, Incoming};
 
 type Polled = Option<Result<Frame<Bytes>, hyper::Error>>;
 
-pub struct RequestBody {
+pub(crate) struct RequestBody {
     incoming: Incoming,
     /// What the read-ahead poll returned, if it returned.
     first: Option<Polled>,
 }
 
 impl RequestBody {
-    pub fn new(incoming: Incoming) -> Self {
+    pub(crate) fn new(incoming: Incoming) -> Self {
         RequestBody { incoming, first: None }
     }
 
     /// Polls once, on the I/O thread. Not for `Expect: 100-continue`: the client waits for
     /// the 100 until the app reads the body (and an app may answer without reading it).
-    pub fn read_ahead(&mut self, headers: &HeaderMap, cx: &mut Context<'_>) {
+    pub(crate) fn read_ahead(&mut self, headers: &HeaderMap, cx: &mut Context<'_>) {
         let expects_continue =
             headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         if expects_continue || self.first.is_some() {
@@ -40,7 +40,7 @@ impl RequestBody {
     }
 
     /// Body bytes still to come, when the request declared its length.
-    pub fn remaining(&self) -> Option<u64> {
+    pub(crate) fn remaining(&self) -> Option<u64> {
         let first = match &self.first {
             Some(Some(Ok(frame))) => frame.data_ref().map_or(0, |d| d.len() as u64),
             _ => 0,
@@ -48,7 +48,7 @@ impl RequestBody {
         self.incoming.size_hint().exact().map(|rest| rest + first)
     }
 
-    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Polled> {
+    pub(crate) fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Polled> {
         match self.first.take() {
             Some(polled) => Poll::Ready(polled),
             None => Pin::new(&mut self.incoming).poll_frame(cx),

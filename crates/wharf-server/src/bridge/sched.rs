@@ -9,7 +9,7 @@
 /// then a Python thread answers them all, then the I/O thread writes every answer. Measured
 /// on one core: 0.05 instead of 1.1 context switches per request, +20% to +60% req/s.
 /// Best effort: without it wharf works the same, slower.
-pub fn batch_wakeups() {
+pub(crate) fn batch_wakeups() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: sched_setscheduler with pid 0 changes only the calling thread's policy and
     // reads nothing but the parameter struct passed by reference.

@@ -15,23 +15,23 @@ struct Running {
 }
 
 /// One slot per Python thread: what it is running and since when.
-pub struct Watchdog {
-    pub timeout: Duration,
+pub(crate) struct Watchdog {
+    pub(crate) timeout: Duration,
     slots: Vec<Mutex<Option<Running>>>,
 }
 
 impl Watchdog {
-    pub fn new(timeout: Duration, threads: usize) -> Self {
+    pub(crate) fn new(timeout: Duration, threads: usize) -> Self {
         Watchdog { timeout, slots: (0..threads).map(|_| Mutex::new(None)).collect() }
     }
 
-    pub fn start(&self, thread: usize, expire: oneshot::Sender<()>) {
+    pub(crate) fn start(&self, thread: usize, expire: oneshot::Sender<()>) {
         if let Some(slot) = self.slots.get(thread) {
             *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running { since: Instant::now(), expire });
         }
     }
 
-    pub fn finish(&self, thread: usize) {
+    pub(crate) fn finish(&self, thread: usize) {
         if let Some(slot) = self.slots.get(thread) {
             slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         }
@@ -39,7 +39,7 @@ impl Watchdog {
 
     /// Expires overdue calls; returns how many were still waiting for their response head
     /// (those are the ones that got a 504).
-    pub fn expire_overdue(&self) -> usize {
+    pub(crate) fn expire_overdue(&self) -> usize {
         let mut expired = 0;
         for slot in &self.slots {
             let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,28 +1,29 @@
 //! Access log: one line per finished response, written by a dedicated thread so a slow
-//! stdout never blocks a request. Lines that do not fit in the buffer are dropped and counted.
+//! stdout never blocks a request. Lines that do not fit in the buffer are dropped and counted
+//! (`wharf_access_log_lines_dropped_total`).
 
 use std::io::{BufWriter, Write};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::response_body::OnFinish;
+use crate::bridge::Client;
 use crate::config::AccessLogFormat;
-use crate::response_body::OnFinish;
 
 const BUFFERED_LINES: usize = 16 * 1024;
 
 #[derive(Clone)]
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     tx: SyncSender<String>,
     format: AccessLogFormat,
     dropped: Arc<AtomicU64>,
 }
 
 impl AccessLog {
-    pub fn start(format: AccessLogFormat) -> std::io::Result<AccessLog> {
+    pub(crate) fn start(format: AccessLogFormat) -> std::io::Result<AccessLog> {
         let (tx, rx) = mpsc::sync_channel::<String>(BUFFERED_LINES);
         thread::Builder::new().name("wharf-access-log".into()).spawn(move || {
             let mut out = BufWriter::new(std::io::stdout().lock());
@@ -39,7 +40,7 @@ impl AccessLog {
         Ok(AccessLog { tx, format, dropped: Arc::new(AtomicU64::new(0)) })
     }
 
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
@@ -51,19 +52,20 @@ impl AccessLog {
 }
 
 /// What one access-log line describes; written when the response body is done.
-pub struct AccessRecord {
-    pub log: AccessLog,
-    pub remote: Option<SocketAddr>,
-    pub method: http::Method,
-    pub target: String,
-    pub version: http::Version,
-    pub status: u16,
-    pub referer: Option<String>,
-    pub user_agent: Option<String>,
-    pub started: Instant,
-    pub started_wall: SystemTime,
+pub(crate) struct AccessRecord {
+    pub(crate) log: AccessLog,
+    /// Who sent the request (through trusted proxies, the original client).
+    pub(crate) client: Client,
+    pub(crate) method: http::Method,
+    pub(crate) target: String,
+    pub(crate) version: http::Version,
+    pub(crate) status: u16,
+    pub(crate) referer: Option<String>,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) started: Instant,
+    pub(crate) started_wall: SystemTime,
     /// The request's trace id, when tracing is on.
-    pub trace_id: Option<String>,
+    pub(crate) trace_id: Option<String>,
 }
 
 impl OnFinish for AccessRecord {
@@ -89,15 +91,12 @@ fn quoted(value: Option<&str>) -> String {
 }
 
 impl AccessRecord {
-    fn remote_ip(&self) -> String {
-        self.remote.map_or_else(|| "-".to_owned(), |a| a.ip().to_string())
-    }
 
     fn combined(&self, bytes: u64, elapsed: Duration) -> String {
         let request = format!("{} {} {}", self.method, self.target, version_str(self.version));
         format!(
             "{} - - [{}] {} {} {} {} {} {:.6}",
-            self.remote_ip(),
+            self.client.address().as_deref().unwrap_or("-"),
             clf_time(self.started_wall),
             quoted(Some(&request)),
             self.status,
@@ -111,8 +110,8 @@ impl AccessRecord {
     fn json(&self, bytes: u64, elapsed: Duration, completed: bool) -> String {
         serde_json::json!({
             "time": rfc3339(self.started_wall),
-            "remote_addr": self.remote.map(|a| a.ip().to_string()),
-            "remote_port": self.remote.map(|a| a.port()),
+            "remote_addr": self.client.address(),
+            "remote_port": self.client.port(),
             "method": self.method.as_str(),
             "target": self.target,
             "protocol": version_str(self.version),
@@ -167,7 +166,7 @@ fn clf_time(t: SystemTime) -> String {
     format!("{:02}/{month}/{}:{:02}:{:02}:{:02} +0000", u.day, u.year, u.hour, u.minute, u.second)
 }
 
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let u = utc(t);
     format!(
         "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",

@@ -5,9 +5,11 @@ use std::str::FromStr;
 
 use http::HeaderMap;
 
+use crate::bridge::Forwarded;
+
 /// IP networks whose proxy headers are believed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustedProxies {
+pub(crate) struct TrustedProxies {
     any: bool,
     nets: Vec<(IpAddr, u8)>,
 }
@@ -61,17 +63,9 @@ fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
 }
 
 impl TrustedProxies {
-    pub fn trusts(&self, ip: IpAddr) -> bool {
+    pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
         self.any || self.nets.iter().any(|&(net, prefix)| in_net(ip, net, prefix))
     }
-}
-
-/// What a trusted proxy says about the original request.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ClientView {
-    pub remote_addr: Option<String>,
-    pub scheme: Option<&'static str>,
-    pub host: Option<String>,
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -110,11 +104,12 @@ fn forwarded_node(value: &str) -> String {
     }
 }
 
-/// The client view from a request that arrived from `peer`; empty unless `peer` is trusted.
-pub fn client_view(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &TrustedProxies) -> ClientView {
-    let Some(peer) = peer else { return ClientView::default() };
+/// What the proxy headers of a request that arrived from `peer` say; empty unless `peer` is
+/// trusted.
+pub(crate) fn client_view(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &TrustedProxies) -> Forwarded {
+    let Some(peer) = peer else { return Forwarded::default() };
     if !trusted.trusts(peer) {
-        return ClientView::default();
+        return Forwarded::default();
     }
     let forwarded: Vec<&str> = headers
         .get_all("forwarded")
@@ -124,7 +119,7 @@ pub fn client_view(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &TrustedP
         .collect();
     if !forwarded.is_empty() {
         let mut chain = Vec::new();
-        let mut view = ClientView::default();
+        let mut view = Forwarded::default();
         for element in &forwarded {
             for pair in element.split(';') {
                 let Some((key, value)) = pair.split_once('=') else { continue };
@@ -147,7 +142,7 @@ pub fn client_view(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &TrustedP
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .collect();
-    ClientView {
+    Forwarded {
         remote_addr: client_from_chain(&chain, trusted),
         scheme: header_str(headers, "x-forwarded-proto").and_then(|v| scheme(v.split(',').next().unwrap_or(v))),
         host: header_str(headers, "x-forwarded-host").map(|v| v.split(',').next().unwrap_or(v).trim().to_owned()),
@@ -184,7 +179,7 @@ mod tests {
     #[test]
     fn untrusted_peers_change_nothing() {
         let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("forwarded", "for=5.6.7.8")]);
-        assert_eq!(client_view(&h, Some("192.168.1.1".parse().expect("ip")), &local()), ClientView::default());
+        assert_eq!(client_view(&h, Some("192.168.1.1".parse().expect("ip")), &local()), Forwarded::default());
     }
 
     #[test]

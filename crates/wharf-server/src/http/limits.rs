@@ -6,15 +6,15 @@ use http::header::{self, HeaderMap};
 use http::{StatusCode, Version};
 
 #[derive(Debug, Clone)]
-pub struct Limits {
-    pub request_line: usize,
-    pub body: u64,
+pub(crate) struct Limits {
+    pub(crate) request_line: usize,
+    pub(crate) body: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub status: StatusCode,
-    pub reason: &'static str,
+pub(crate) struct Rejection {
+    pub(crate) status: StatusCode,
+    pub(crate) reason: &'static str,
 }
 
 fn reject(status: StatusCode, reason: &'static str) -> Result<(), Rejection> {
@@ -28,7 +28,7 @@ fn target_len(uri: &http::Uri) -> usize {
         + uri.scheme_str().map_or(0, |s| s.len() + 3)
 }
 
-pub fn check(parts: &http::request::Parts, limits: &Limits) -> Result<(), Rejection> {
+pub(crate) fn check(parts: &http::request::Parts, limits: &Limits) -> Result<(), Rejection> {
     let headers = &parts.headers;
     // Method, target and version, with their two separating spaces.
     let line = parts.method.as_str().len() + target_len(&parts.uri) + 10;
@@ -85,12 +85,12 @@ fn check_framing(headers: &HeaderMap) -> Result<(), Rejection> {
     Ok(())
 }
 
-pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// Whether the request carries a body at all (RFC 9112 §6.3).
-pub fn has_body(headers: &HeaderMap) -> bool {
+pub(crate) fn has_body(headers: &HeaderMap) -> bool {
     headers.contains_key(header::TRANSFER_ENCODING) || content_length(headers).is_some_and(|n| n > 0)
 }
 

@@ -10,11 +10,12 @@ use std::str::FromStr;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
 
+use crate::bridge::Peer;
 use crate::error::StartError;
 
 /// One `--bind` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BindSpec {
+pub(crate) enum BindSpec {
     Tcp(SocketAddr),
     Unix(PathBuf),
 }
@@ -59,23 +60,23 @@ impl fmt::Display for BindSpec {
 }
 
 /// A bound listening socket.
-pub enum Listener {
+pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
 
-/// Where a connection came from, as seen by the server.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub remote: Option<SocketAddr>,
-    pub local: Option<SocketAddr>,
+/// The kind of a listening socket passed between processes as a bare descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SocketKind {
+    Tcp,
+    Unix,
 }
 
-pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+pub(crate) trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for T {}
 
 impl Listener {
-    pub fn bind(spec: &BindSpec, backlog: u32) -> Result<Listener, StartError> {
+    pub(crate) fn bind(spec: &BindSpec, backlog: u32) -> Result<Listener, StartError> {
         let err = |source| StartError::Bind { addr: spec.to_string(), source };
         match spec {
             BindSpec::Tcp(addr) => {
@@ -98,16 +99,16 @@ impl Listener {
     }
 
     /// Takes over a listening socket inherited from the supervisor or a launcher.
-    pub fn adopt(kind: crate::handoff::SocketKind, fd: std::os::fd::OwnedFd) -> Result<Listener, StartError> {
+    pub(crate) fn adopt(kind: SocketKind, fd: std::os::fd::OwnedFd) -> Result<Listener, StartError> {
         let err = |source| StartError::Bind { addr: "inherited socket".into(), source };
         match kind {
-            crate::handoff::SocketKind::Tcp => {
+            SocketKind::Tcp => {
                 let std = std::net::TcpListener::from(fd);
                 std.local_addr().map_err(err)?;
                 std.set_nonblocking(true).map_err(err)?;
                 Ok(Listener::Tcp(TcpListener::from_std(std).map_err(err)?))
             }
-            crate::handoff::SocketKind::Unix => {
+            SocketKind::Unix => {
                 let std = std::os::unix::net::UnixListener::from(fd);
                 std.local_addr().map_err(err)?;
                 std.set_nonblocking(true).map_err(err)?;
@@ -117,7 +118,7 @@ impl Listener {
     }
 
     /// The address clients connect to, for logs.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Listener::Tcp(l) => l.local_addr().map(|a| format!("http://{a}")).unwrap_or_else(|_| "tcp".into()),
             Listener::Unix(l) => l
@@ -128,7 +129,7 @@ impl Listener {
         }
     }
 
-    pub async fn accept(&self) -> io::Result<(Box<dyn Connection>, Peer)> {
+    pub(crate) async fn accept(&self) -> io::Result<(Box<dyn Connection>, Peer)> {
         match self {
             Listener::Tcp(l) => {
                 let (stream, remote) = l.accept().await?;

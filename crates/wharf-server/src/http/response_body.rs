@@ -7,11 +7,11 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::exchange::{ReplyBody, StreamAborted};
-use crate::pipe::{End, Pipe, Taken};
+use crate::bridge::{ReplyBody, StreamAborted};
+use crate::bridge::{End, Pipe, Taken};
 
 /// Runs when the response body is finished or dropped (client gone), whichever comes first.
-pub trait OnFinish: Send + 'static {
+pub(crate) trait OnFinish: Send + 'static {
     fn finish(self: Box<Self>, bytes_sent: u64, completed: bool);
 }
 
@@ -21,7 +21,7 @@ enum Source {
     Done,
 }
 
-pub struct ResponseBody {
+pub(crate) struct ResponseBody {
     source: Source,
     sent: u64,
     completed: bool,
@@ -29,7 +29,7 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn new(body: ReplyBody) -> Self {
+    pub(crate) fn new(body: ReplyBody) -> Self {
         let source = match body {
             ReplyBody::Full(bytes) if bytes.is_empty() => Source::Done,
             ReplyBody::Full(bytes) => Source::Full(bytes),
@@ -39,11 +39,11 @@ impl ResponseBody {
         ResponseBody { source, sent: 0, completed, on_finish: None }
     }
 
-    pub fn full(bytes: Bytes) -> Self {
+    pub(crate) fn full(bytes: Bytes) -> Self {
         Self::new(ReplyBody::Full(bytes))
     }
 
-    pub fn with_finish(mut self, on_finish: Box<dyn OnFinish>) -> Self {
+    pub(crate) fn with_finish(mut self, on_finish: Box<dyn OnFinish>) -> Self {
         self.on_finish = Some(on_finish);
         self
     }

@@ -13,9 +13,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::listener::{Connection, Listener, Peer};
-use crate::metrics::Rejection;
-use crate::service::{self, ConnState, Shared};
+use super::listener::{Connection, Listener};
+use super::service::{self, ConnState, Shared};
+use crate::bridge::Peer;
+use crate::observe::{Rejection, WorkerMetrics};
 
 /// While draining, a keep-alive connection this quiet is closed. A client busy on it sends
 /// its next request well within this and gets `Connection: close` with the answer instead,
@@ -23,15 +24,15 @@ use crate::service::{self, ConnState, Shared};
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
-pub struct Timeouts {
-    pub header: Duration,
-    pub keep_alive: Duration,
-    pub io: Duration,
+pub(crate) struct Timeouts {
+    pub(crate) header: Duration,
+    pub(crate) keep_alive: Duration,
+    pub(crate) io: Duration,
 }
 
 /// How the drain after a stop signal ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drained {
+pub(crate) enum Drained {
     /// Every connection finished its work and closed.
     Clean,
     /// The graceful timeout passed with connections still open.
@@ -64,14 +65,14 @@ impl Drop for ConnectionToken {
     }
 }
 
-pub struct Server {
-    pub shared: Arc<Shared>,
-    pub http: http1::Builder,
-    pub timeouts: Timeouts,
+pub(crate) struct Server {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) http: http1::Builder,
+    pub(crate) timeouts: Timeouts,
 }
 
 impl Server {
-    pub fn new(shared: Arc<Shared>, timeouts: Timeouts, max_headers: usize, max_head_size: usize) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, timeouts: Timeouts, max_headers: usize, max_head_size: usize) -> Self {
         let mut http = http1::Builder::new();
         // The header timeout is enforced by the connection's watcher (`serve_connection`):
         // hyper's own arms and disarms a timer for every request.
@@ -94,7 +95,7 @@ impl Server {
 
     /// Serves until a stop signal arrives on `signals`, then drains: no new connections,
     /// in-flight requests finish, idle connections close. Returns how the drain ended.
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         listeners: Vec<Listener>,
         mut signals: mpsc::Receiver<&'static str>,
@@ -231,7 +232,7 @@ impl Server {
 }
 
 /// Counts the connection as closed however its task ends.
-struct CountClose(Arc<crate::metrics::WorkerMetrics>);
+struct CountClose(Arc<WorkerMetrics>);
 
 impl Drop for CountClose {
     fn drop(&mut self) {

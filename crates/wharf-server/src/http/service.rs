@@ -5,41 +5,40 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::Poll;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
-use crate::access_log::{AccessLog, AccessRecord};
-use crate::control::{ControlClient, RecycleReason, WorkerMessage};
-use crate::exchange::{Job, JobTrace, Reply};
-use crate::limits::{self, Limits};
-use crate::listener::Peer;
-use crate::metrics::{self, Rejection, WorkerMetrics};
-use crate::otel::{RequestSpan, Tracing};
-use crate::queue::{JobQueue, PushError};
-use crate::request_body::RequestBody;
-use crate::response_body::{OnFinish, ResponseBody};
+use super::access_log::{AccessLog, AccessRecord};
+use super::forwarded::{self, TrustedProxies};
+use super::limits::{self, Limits};
+use super::response_body::{OnFinish, ResponseBody};
+use crate::bridge::{Client, Job, JobQueue, JobTrace, Peer, PushError, Reply, RequestBody, Stamp};
+use crate::observe::{self, Rejection, RequestSpan, Tracing, WorkerMetrics};
+use crate::process::{ControlClient, RecycleReason, WorkerMessage};
 
 /// What every connection of this process shares.
-pub struct Shared {
-    pub queue: Arc<JobQueue<Job>>,
-    pub limits: Limits,
-    pub access_log: Option<AccessLog>,
+pub(crate) struct Shared {
+    pub(crate) queue: Arc<JobQueue<Job>>,
+    pub(crate) limits: Limits,
+    pub(crate) access_log: Option<AccessLog>,
     /// Requests answer 504 when the app has not started the response within `--timeout`.
-    pub timeout: bool,
+    pub(crate) timeout: bool,
     /// Set when the worker drains: every response then closes its connection.
-    pub draining: AtomicBool,
-    pub served: Arc<AtomicU64>,
+    pub(crate) draining: AtomicBool,
+    pub(crate) served: Arc<AtomicU64>,
     /// Ask to be replaced after this many requests (`--max-requests` plus jitter).
-    pub recycle_after: Option<u64>,
-    pub control: Option<ControlClient>,
-    pub metrics: Arc<WorkerMetrics>,
-    pub tracing: Option<Arc<Tracing>>,
+    pub(crate) recycle_after: Option<u64>,
+    pub(crate) control: Option<ControlClient>,
+    pub(crate) metrics: Arc<WorkerMetrics>,
+    pub(crate) tracing: Option<Arc<Tracing>>,
     /// `--trace-query`: record `url.query` on spans.
-    pub trace_query: bool,
+    pub(crate) trace_query: bool,
+    /// `--forwarded-allow-ips`: peers whose proxy headers set the client view.
+    pub(crate) trusted_proxies: TrustedProxies,
 }
 
 impl Shared {
@@ -54,35 +53,35 @@ impl Shared {
 }
 
 /// Per-connection bookkeeping read by the connection's idle/stall watcher.
-pub struct ConnState {
-    pub peer: Arc<Peer>,
+pub(crate) struct ConnState {
+    pub(crate) peer: Arc<Peer>,
     shared: Arc<Shared>,
     in_flight: AtomicU32,
     /// Bumped on every read or write that moved bytes.
     activity: AtomicU64,
     /// Bumped on every read that moved bytes.
     reads: AtomicU64,
-    /// Since when (ns since `epoch`, plus one) the connection waits for a request head; 0
-    /// while a request is being served.
-    head_wait_since: AtomicU64,
+    /// Since when (after `epoch`) the connection waits for a request head; none while a
+    /// request is being served.
+    head_wait_since: Stamp,
     /// `reads` when that wait began: more reads since mean a head has started to arrive.
     reads_at_head_wait: AtomicU64,
-    /// When a write started waiting for the client to read (ns since `epoch`), 0 if none.
-    write_blocked_since: AtomicU64,
+    /// When (after `epoch`) a write started waiting for the client to read, if one is.
+    write_blocked_since: Stamp,
     epoch: Instant,
 }
 
 impl ConnState {
-    pub fn new(peer: Peer, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(peer: Peer, shared: Arc<Shared>) -> Self {
         ConnState {
             peer: Arc::new(peer),
             shared,
             in_flight: AtomicU32::new(0),
             activity: AtomicU64::new(0),
             reads: AtomicU64::new(0),
-            head_wait_since: AtomicU64::new(1),
+            head_wait_since: Stamp::new(Some(Duration::ZERO)),
             reads_at_head_wait: AtomicU64::new(0),
-            write_blocked_since: AtomicU64::new(0),
+            write_blocked_since: Stamp::default(),
             epoch: Instant::now(),
         }
     }
@@ -91,20 +90,20 @@ impl ConnState {
         self.shared.draining.load(Ordering::Relaxed)
     }
 
-    pub fn in_flight(&self) -> u32 {
+    pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub fn activity(&self) -> u64 {
+    pub(crate) fn activity(&self) -> u64 {
         self.activity.load(Ordering::Relaxed)
     }
 
-    pub fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.activity.fetch_add(1, Ordering::Relaxed);
-        self.write_blocked_since.store(0, Ordering::Relaxed);
+        self.write_blocked_since.clear();
     }
 
-    pub fn bump_read(&self) {
+    pub(crate) fn bump_read(&self) {
         self.reads.fetch_add(1, Ordering::Relaxed);
         self.bump();
     }
@@ -112,32 +111,34 @@ impl ConnState {
     /// How long a head that has started to arrive has been awaited: `None` while a request is
     /// served or while the client sent nothing since the last response (the keep-alive timeout
     /// covers that).
-    pub fn partial_head_for(&self) -> Option<std::time::Duration> {
-        let since = self.head_wait_since.load(Ordering::Relaxed);
-        if since == 0 || self.reads.load(Ordering::Relaxed) == self.reads_at_head_wait.load(Ordering::Relaxed) {
+    pub(crate) fn partial_head_for(&self) -> Option<Duration> {
+        let since = self.head_wait_since.get()?;
+        if self.reads.load(Ordering::Relaxed) == self.reads_at_head_wait.load(Ordering::Relaxed) {
             return None;
         }
-        Some(self.epoch.elapsed().saturating_sub(std::time::Duration::from_nanos(since - 1)))
+        Some(self.epoch.elapsed().saturating_sub(since))
     }
 
     fn start_head_wait(&self) {
         self.reads_at_head_wait.store(self.reads.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.head_wait_since.store(self.epoch.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
+        self.head_wait_since.set(self.epoch.elapsed());
     }
 
-    pub fn write_blocked(&self) {
-        if self.write_blocked_since.load(Ordering::Relaxed) == 0 {
-            let now = self.epoch.elapsed().as_nanos().max(1) as u64;
-            self.write_blocked_since.store(now, Ordering::Relaxed);
-        }
+    pub(crate) fn write_blocked(&self) {
+        self.write_blocked_since.set_if_none(self.epoch.elapsed());
     }
 
     /// How long writes have been waiting for the client, if they are.
-    pub fn write_blocked_for(&self) -> Option<std::time::Duration> {
-        match self.write_blocked_since.load(Ordering::Relaxed) {
-            0 => None,
-            since => Some(self.epoch.elapsed().saturating_sub(std::time::Duration::from_nanos(since))),
-        }
+    pub(crate) fn write_blocked_for(&self) -> Option<Duration> {
+        Some(self.epoch.elapsed().saturating_sub(self.write_blocked_since.get()?))
+    }
+
+    /// The client of a request on this connection: the socket peer, or what a trusted proxy
+    /// in front of it says.
+    fn client(&self, parts: &http::request::Parts) -> Client {
+        let forwarded =
+            forwarded::client_view(&parts.headers, self.peer.remote.map(|a| a.ip()), &self.shared.trusted_proxies);
+        Client { peer: Arc::clone(&self.peer), forwarded }
     }
 }
 
@@ -147,7 +148,7 @@ struct InFlight(Arc<ConnState>);
 impl InFlight {
     fn enter(conn: &Arc<ConnState>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
-        conn.head_wait_since.store(0, Ordering::Relaxed);
+        conn.head_wait_since.clear();
         conn.shared.metrics.request_started();
         InFlight(Arc::clone(conn))
     }
@@ -170,15 +171,55 @@ struct Finish {
     started: Instant,
     record: Option<AccessRecord>,
     /// The request's trace span and the queue wait the Python thread reports for it.
-    span: Option<(RequestSpan, Arc<AtomicU64>)>,
+    span: Option<(RequestSpan, Arc<Stamp>)>,
+}
+
+impl Finish {
+    /// Starts what a request's end completes: its trace span (with what the Python thread
+    /// must know of it) and its access-log record, both from the request's client view.
+    fn start(
+        conn: &Arc<ConnState>,
+        parts: &http::request::Parts,
+        client: &Client,
+        arrived: Instant,
+    ) -> (Finish, Option<JobTrace>) {
+        let shared = &conn.shared;
+        let span = shared.tracing.as_ref().map(|t| t.start(parts, client, shared.trace_query));
+        let trace = span.as_ref().map(|span| JobTrace {
+            traceparent: span.traceparent(),
+            incoming: parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned),
+            acquired: Arc::new(Stamp::default()),
+        });
+        let record = shared.access_log.as_ref().map(|log| AccessRecord {
+            log: log.clone(),
+            client: client.clone(),
+            method: parts.method.clone(),
+            target: parts.uri.to_string(),
+            version: parts.version,
+            status: 0,
+            referer: header_string(parts, header::REFERER),
+            user_agent: header_string(parts, header::USER_AGENT),
+            started: arrived,
+            started_wall: SystemTime::now(),
+            trace_id: trace.as_ref().and_then(|t| t.traceparent.split('-').nth(1)).map(str::to_owned),
+        });
+        let finish = Finish {
+            in_flight: InFlight::enter(conn),
+            method: observe::method_index(&parts.method),
+            status: 0,
+            started: arrived,
+            record,
+            span: span.zip(trace.as_ref().map(|t| Arc::clone(&t.acquired))),
+        };
+        (finish, trace)
+    }
 }
 
 impl OnFinish for Finish {
     fn finish(self: Box<Self>, bytes_sent: u64, completed: bool) {
         if let Some((mut span, acquired)) = self.span {
-            let waited = acquired.load(Ordering::Relaxed);
-            if waited > 0 {
-                span.queued(std::time::Duration::from_nanos(waited - 1));
+            if let Some(waited) = acquired.get() {
+                span.queued(waited);
             }
             span.finish(self.status, bytes_sent, completed);
         }
@@ -220,39 +261,14 @@ fn with_finish(mut response: Response<ResponseBody>, status: StatusCode, mut fin
     Response::from_parts(parts, body)
 }
 
-pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Response<ResponseBody>, Infallible> {
+/// One request, from hyper's parsed head to the response hyper writes.
+pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Response<ResponseBody>, Infallible> {
     let shared = &conn.shared;
     shared.count_request();
     let (parts, body) = req.into_parts();
-    let span =
-        shared.tracing.as_ref().map(|t| t.start(&parts, "http", conn.peer.remote, conn.peer.local, shared.trace_query));
-    let trace = span.as_ref().map(|span| JobTrace {
-        traceparent: span.traceparent(),
-        incoming: parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned),
-        acquired: Arc::new(AtomicU64::new(0)),
-    });
+    let client = conn.client(&parts);
     let arrived = Instant::now();
-    let record = shared.access_log.as_ref().map(|log| AccessRecord {
-        log: log.clone(),
-        remote: conn.peer.remote,
-        method: parts.method.clone(),
-        target: parts.uri.to_string(),
-        version: parts.version,
-        status: 0,
-        referer: header_string(&parts, header::REFERER),
-        user_agent: header_string(&parts, header::USER_AGENT),
-        started: arrived,
-        started_wall: SystemTime::now(),
-        trace_id: trace.as_ref().and_then(|t| t.traceparent.split('-').nth(1)).map(str::to_owned),
-    });
-    let finish = Finish {
-        in_flight: InFlight::enter(&conn),
-        method: metrics::method_index(&parts.method),
-        status: 0,
-        started: arrived,
-        record,
-        span: span.zip(trace.as_ref().map(|t| Arc::clone(&t.acquired))),
-    };
+    let (finish, trace) = Finish::start(&conn, &parts, &client, arrived);
 
     if let Err(rejection) = limits::check(&parts, &shared.limits) {
         shared.metrics.rejected(match rejection.status {
@@ -263,17 +279,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
         tracing::info!(status = rejection.status.as_u16(), peer = ?conn.peer.remote, "rejected request: {}", rejection.reason);
         return Ok(respond(rejection.status, rejection.reason, true, finish));
     }
-    let body = if limits::has_body(&parts.headers) {
-        let mut body = RequestBody::new(body);
-        std::future::poll_fn(|cx| {
-            body.read_ahead(&parts.headers, cx);
-            Poll::Ready(())
-        })
-        .await;
-        Some(body)
-    } else {
-        None
-    };
+    let body = read_ahead(&parts, body).await;
     let (reply_tx, reply_rx) = oneshot::channel::<Reply>();
     let (expire, expired) = if shared.timeout {
         let (tx, rx) = oneshot::channel();
@@ -281,7 +287,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
     } else {
         (None, None)
     };
-    let job = Job { parts, body, peer: Arc::clone(&conn.peer), reply: reply_tx, expire, enqueued: arrived, trace };
+    let job = Job { parts, body, client, reply: reply_tx, expire, enqueued: arrived, trace };
     match shared.queue.push(job) {
         Ok(()) => {}
         Err(PushError::Full(_)) => {
@@ -310,6 +316,26 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
     let Ok(reply) = reply else {
         return Ok(respond(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", true, finish));
     };
+    Ok(from_reply(reply, finish))
+}
+
+/// The body handle for the Python thread, with what the client already sent read ahead; `None`
+/// when the request carries no body.
+async fn read_ahead(parts: &http::request::Parts, body: Incoming) -> Option<RequestBody> {
+    if !limits::has_body(&parts.headers) {
+        return None;
+    }
+    let mut body = RequestBody::new(body);
+    std::future::poll_fn(|cx| {
+        body.read_ahead(&parts.headers, cx);
+        Poll::Ready(())
+    })
+    .await;
+    Some(body)
+}
+
+/// The response for the app's reply.
+fn from_reply(reply: Reply, finish: Finish) -> Response<ResponseBody> {
     let status = reply.status;
     let mut response = Response::new(ResponseBody::new(reply.body));
     *response.status_mut() = reply.status;
@@ -317,5 +343,5 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Result<Resp
     if let Some(reason) = reply.reason {
         response.extensions_mut().insert(reason);
     }
-    Ok(with_finish(response, status, finish))
+    with_finish(response, status, finish)
 }

@@ -8,7 +8,7 @@ use tracing_subscriber::filter::LevelFilter;
 use crate::config::{Config, LogFormat};
 
 /// Installs the global log subscriber (stderr). A second call (tests, embedding) is a no-op.
-pub fn init(config: &Config) -> Result<(), String> {
+pub(crate) fn init(config: &Config) -> Result<(), String> {
     let level = LevelFilter::from_str(config.log_level.trim())
         .map_err(|_| format!("invalid --log-level {:?}: use error, warn, info, debug or trace", config.log_level))?;
     let builder = tracing_subscriber::fmt()

@@ -20,7 +20,7 @@ const BYTES_BUCKETS: [f64; 11] =
 
 /// Why a request was refused before (or instead of) reaching the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     BadRequest,
     RequestLineTooLong,
     HeadersTooLarge,
@@ -44,7 +44,7 @@ const REJECTIONS: [(Rejection, &str); 9] = [
     (Rejection::Timeout, "timeout"),
 ];
 
-pub fn method_index(method: &http::Method) -> usize {
+pub(crate) fn method_index(method: &http::Method) -> usize {
     METHODS.iter().position(|m| *m == method.as_str()).unwrap_or(METHODS.len() - 1)
 }
 
@@ -77,7 +77,7 @@ impl Histogram {
 }
 
 /// Everything one worker measures.
-pub struct WorkerMetrics {
+pub(crate) struct WorkerMetrics {
     requests: Vec<AtomicU64>,
     duration: Histogram,
     queue: Histogram,
@@ -90,7 +90,7 @@ pub struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
-    pub fn new(threads_total: u64) -> Self {
+    pub(crate) fn new(threads_total: u64) -> Self {
         WorkerMetrics {
             requests: (0..METHODS.len() * STATUSES).map(|_| AtomicU64::new(0)).collect(),
             duration: Histogram::new(&SECONDS_BUCKETS),
@@ -104,12 +104,12 @@ impl WorkerMetrics {
         }
     }
 
-    pub fn request_started(&self) {
+    pub(crate) fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A response is done (or abandoned): counts it and ends its in-flight time.
-    pub fn request_finished(&self, method: usize, status: u16, elapsed: Duration, bytes_sent: u64) {
+    pub(crate) fn request_finished(&self, method: usize, status: u16, elapsed: Duration, bytes_sent: u64) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let status = usize::from(status.clamp(100, 599)) - 100;
         if let Some(counter) = self.requests.get(method.min(METHODS.len() - 1) * STATUSES + status) {
@@ -119,26 +119,32 @@ impl WorkerMetrics {
         self.response_bytes.observe(bytes_sent as f64);
     }
 
-    pub fn request_body(&self, bytes: u64) {
+    pub(crate) fn request_body(&self, bytes: u64) {
         self.request_bytes.observe(bytes as f64);
     }
 
-    pub fn queued_for(&self, wait: Duration) {
+    pub(crate) fn queued_for(&self, wait: Duration) {
         self.queue.observe(wait.as_secs_f64());
     }
 
-    pub fn connection(&self, open: bool) {
+    pub(crate) fn connection(&self, open: bool) {
         self.connections.fetch_add(if open { 1 } else { -1 }, Ordering::Relaxed);
     }
 
-    pub fn rejected(&self, why: Rejection) {
+    pub(crate) fn rejected(&self, why: Rejection) {
         if let Some(i) = REJECTIONS.iter().position(|(r, _)| *r == why) {
             self.rejected[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// `queued` and `busy` come from the request queue, read together so they are coherent.
-    pub fn snapshot(&self, (queued, busy): (usize, usize), spans_dropped: u64) -> Snapshot {
+    /// `queued` and `busy` come from the request queue, read together so they are coherent;
+    /// the drop counts from the span exporter and the access log.
+    pub(crate) fn snapshot(
+        &self,
+        (queued, busy): (usize, usize),
+        spans_dropped: u64,
+        access_log_dropped: u64,
+    ) -> Snapshot {
         let mut requests = BTreeMap::new();
         for (i, counter) in self.requests.iter().enumerate() {
             let n = counter.load(Ordering::Relaxed);
@@ -165,14 +171,15 @@ impl WorkerMetrics {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             spans_dropped,
+            access_log_dropped,
         }
     }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct HistogramSnapshot {
-    pub buckets: Vec<u64>,
-    pub sum: f64,
+pub(crate) struct HistogramSnapshot {
+    pub(crate) buckets: Vec<u64>,
+    pub(crate) sum: f64,
 }
 
 impl HistogramSnapshot {
@@ -189,24 +196,25 @@ impl HistogramSnapshot {
 
 /// One worker's numbers at one moment (or the sum over several workers).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// `"METHOD status"` → count.
-    pub requests: BTreeMap<String, u64>,
-    pub duration: HistogramSnapshot,
-    pub queue: HistogramSnapshot,
-    pub request_bytes: HistogramSnapshot,
-    pub response_bytes: HistogramSnapshot,
-    pub in_flight: i64,
-    pub connections_open: i64,
-    pub threads_busy: i64,
-    pub threads_total: i64,
-    pub queued: i64,
-    pub rejected: BTreeMap<String, u64>,
-    pub spans_dropped: u64,
+    pub(crate) requests: BTreeMap<String, u64>,
+    pub(crate) duration: HistogramSnapshot,
+    pub(crate) queue: HistogramSnapshot,
+    pub(crate) request_bytes: HistogramSnapshot,
+    pub(crate) response_bytes: HistogramSnapshot,
+    pub(crate) in_flight: i64,
+    pub(crate) connections_open: i64,
+    pub(crate) threads_busy: i64,
+    pub(crate) threads_total: i64,
+    pub(crate) queued: i64,
+    pub(crate) rejected: BTreeMap<String, u64>,
+    pub(crate) spans_dropped: u64,
+    pub(crate) access_log_dropped: u64,
 }
 
 impl Snapshot {
-    pub fn add(&mut self, other: &Snapshot) {
+    pub(crate) fn add(&mut self, other: &Snapshot) {
         for (k, v) in &other.requests {
             *self.requests.entry(k.clone()).or_default() += v;
         }
@@ -223,10 +231,11 @@ impl Snapshot {
         self.threads_total += other.threads_total;
         self.queued += other.queued;
         self.spans_dropped += other.spans_dropped;
+        self.access_log_dropped += other.access_log_dropped;
     }
 
     /// What stays of an exited worker: its counters and histograms, not its gauges.
-    pub fn without_gauges(mut self) -> Snapshot {
+    pub(crate) fn without_gauges(mut self) -> Snapshot {
         self.in_flight = 0;
         self.connections_open = 0;
         self.threads_busy = 0;
@@ -238,9 +247,9 @@ impl Snapshot {
 
 /// Supervisor-level numbers that are not per request.
 #[derive(Debug, Clone, Default)]
-pub struct ProcessStats {
-    pub workers: usize,
-    pub restarts: BTreeMap<&'static str, u64>,
+pub(crate) struct ProcessStats {
+    pub(crate) workers: usize,
+    pub(crate) restarts: BTreeMap<&'static str, u64>,
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], h: &HistogramSnapshot) {
@@ -259,7 +268,7 @@ fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display
 }
 
 /// Prometheus text exposition format (version 0.0.4).
-pub fn render(s: &Snapshot, process: &ProcessStats) -> String {
+pub(crate) fn render(s: &Snapshot, process: &ProcessStats) -> String {
     let mut out = String::with_capacity(8192);
     let _ = writeln!(out, "# HELP wharf_build_info Build information.\n# TYPE wharf_build_info gauge");
     let _ = writeln!(out, "wharf_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
@@ -289,6 +298,8 @@ pub fn render(s: &Snapshot, process: &ProcessStats) -> String {
     }
     let _ = writeln!(out, "# HELP wharf_otel_spans_dropped_total Trace spans dropped because the export queue was full.\n# TYPE wharf_otel_spans_dropped_total counter");
     let _ = writeln!(out, "wharf_otel_spans_dropped_total {}", s.spans_dropped);
+    let _ = writeln!(out, "# HELP wharf_access_log_lines_dropped_total Access-log lines dropped because stdout did not keep up.\n# TYPE wharf_access_log_lines_dropped_total counter");
+    let _ = writeln!(out, "wharf_access_log_lines_dropped_total {}", s.access_log_dropped);
     out
 }
 
@@ -305,8 +316,8 @@ mod tests {
         b.request_started();
         b.request_finished(method_index(&http::Method::from_bytes(b"BREW").expect("token")), 404, Duration::from_secs(100), 0);
         b.rejected(Rejection::QueueFull);
-        let mut total = a.snapshot((2, 0), 0);
-        total.add(&b.snapshot((1, 1), 3));
+        let mut total = a.snapshot((2, 0), 0, 1);
+        total.add(&b.snapshot((1, 1), 3, 2));
         assert_eq!(total.requests.get("GET 200"), Some(&1));
         assert_eq!(total.requests.get("_OTHER 404"), Some(&1));
         assert_eq!(total.threads_total, 8);
@@ -321,6 +332,7 @@ mod tests {
         assert!(text.contains("wharf_rejected_total{reason=\"queue_full\"} 1\n"));
         assert!(text.contains("wharf_worker_restarts_total{reason=\"crash\"} 1\n"));
         assert!(text.contains("wharf_otel_spans_dropped_total 3\n"));
+        assert!(text.contains("wharf_access_log_lines_dropped_total 3\n"));
         let retired = total.clone().without_gauges();
         assert_eq!((retired.threads_total, retired.requests.len()), (0, 2));
     }
@@ -329,7 +341,7 @@ mod tests {
     fn snapshots_travel_as_json() {
         let m = WorkerMetrics::new(1);
         m.request_body(5000);
-        let snap = m.snapshot((0, 0), 0);
+        let snap = m.snapshot((0, 0), 0, 0);
         let back: Snapshot = serde_json::from_str(&serde_json::to_string(&snap).expect("json")).expect("parses");
         assert_eq!(back, snap);
     }

@@ -12,10 +12,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use crate::health::Health;
-use crate::listener::Listener;
-use crate::metrics::{self, ProcessStats};
-use crate::scrape::Scraper;
+use super::health::Health;
+use super::scrape::Scraper;
+use crate::http::Listener;
+use crate::observe::{ProcessStats, render_metrics};
 
 /// How long a scrape waits for workers to report fresh numbers.
 const SCRAPE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -38,7 +38,7 @@ async fn route(req: Request<Incoming>, health: Arc<Health>, scraper: Arc<Scraper
     if req.uri().path() == "/metrics" {
         let totals = scraper.collect(SCRAPE_WAIT).await;
         let process = ProcessStats { workers: snap.ready_workers, restarts: scraper.restarts() };
-        let mut response = reply(StatusCode::OK, metrics::render(&totals, &process));
+        let mut response = reply(StatusCode::OK, render_metrics(&totals, &process));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -62,7 +62,7 @@ async fn route(req: Request<Incoming>, health: Arc<Health>, scraper: Arc<Scraper
 }
 
 /// Serves the admin endpoints until the runtime stops.
-pub async fn serve(listener: Listener, health: Arc<Health>, scraper: Arc<Scraper>) {
+pub(crate) async fn serve(listener: Listener, health: Arc<Health>, scraper: Arc<Scraper>) {
     tracing::info!("admin listener on {}", listener.describe());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(10));

@@ -10,20 +10,20 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::metrics::Snapshot;
+use crate::observe::Snapshot;
 
 /// How often a worker proves its I/O loop is alive.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RecycleReason {
+pub(crate) enum RecycleReason {
     MaxRequests,
     Timeout,
 }
 
 impl RecycleReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RecycleReason::MaxRequests => "max_requests",
             RecycleReason::Timeout => "timeout",
@@ -33,7 +33,7 @@ impl RecycleReason {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum WorkerMessage {
+pub(crate) enum WorkerMessage {
     /// The app is imported and the worker accepts connections.
     Ready,
     Heartbeat { served: u64 },
@@ -46,7 +46,7 @@ pub enum WorkerMessage {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum SupervisorMessage {
+pub(crate) enum SupervisorMessage {
     /// Send your metrics now, tagged with `seq`.
     Snapshot { seq: u64 },
 }
@@ -57,7 +57,7 @@ struct Outgoing {
 }
 
 /// Worker side: sends what it is given plus heartbeats, and answers metrics requests.
-pub struct ControlClient {
+pub(crate) struct ControlClient {
     tx: mpsc::UnboundedSender<Outgoing>,
 }
 
@@ -65,7 +65,7 @@ impl ControlClient {
     /// Starts the channel's task; must run inside the tokio runtime. `served` is read for
     /// each heartbeat and `snapshot` for each metrics request; `on_supervisor_gone` fires
     /// once if the supervisor disappears.
-    pub fn start(
+    pub(crate) fn start(
         fd: OwnedFd,
         served: impl Fn() -> u64 + Send + 'static,
         snapshot: impl Fn() -> Snapshot + Send + 'static,
@@ -110,13 +110,13 @@ impl ControlClient {
         Ok(ControlClient { tx })
     }
 
-    pub fn send(&self, msg: WorkerMessage) {
+    pub(crate) fn send(&self, msg: WorkerMessage) {
         // The task only ends when the supervisor is gone; then nobody is listening anyway.
         self.tx.send(Outgoing { msg, written: None }).ok();
     }
 
     /// Sends the worker's last metrics and waits (bounded) until they are written.
-    pub async fn final_report(&self, snapshot: Snapshot) {
+    pub(crate) async fn final_report(&self, snapshot: Snapshot) {
         let (written, done) = oneshot::channel();
         let msg = WorkerMessage::Metrics { seq: u64::MAX, snapshot: Box::new(snapshot) };
         if self.tx.send(Outgoing { msg, written: Some(written) }).is_ok() {

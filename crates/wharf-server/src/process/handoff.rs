@@ -5,34 +5,28 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::error::StartError;
-use crate::listener::Listener;
+use crate::http::{Listener, SocketKind};
 
 /// Set by the supervisor in each worker's environment; its presence makes a process a worker.
-pub const HANDOFF_ENV: &str = "WHARF_WORKER_HANDOFF";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SocketKind {
-    Tcp,
-    Unix,
-}
+pub(crate) const HANDOFF_ENV: &str = "WHARF_WORKER_HANDOFF";
 
 /// A listening socket owned by the supervisor and shared with every worker.
-pub struct SharedSocket {
-    pub kind: SocketKind,
-    pub fd: OwnedFd,
-    pub describe: String,
+pub(crate) struct SharedSocket {
+    pub(crate) kind: SocketKind,
+    pub(crate) fd: OwnedFd,
+    pub(crate) describe: String,
 }
 
 /// What a worker receives from its supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Handoff {
-    pub worker_id: u32,
-    pub control: RawFd,
-    pub sockets: Vec<(SocketKind, RawFd)>,
+pub(crate) struct Handoff {
+    pub(crate) worker_id: u32,
+    pub(crate) control: RawFd,
+    pub(crate) sockets: Vec<(SocketKind, RawFd)>,
 }
 
 impl Handoff {
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let sockets: Vec<String> = self
             .sockets
             .iter()
@@ -41,7 +35,7 @@ impl Handoff {
         format!("id={};control={};sockets={}", self.worker_id, self.control, sockets.join(","))
     }
 
-    pub fn decode(value: &str) -> Result<Handoff, String> {
+    pub(crate) fn decode(value: &str) -> Result<Handoff, String> {
         let bad = || format!("malformed {HANDOFF_ENV}={value:?} (internal: set only by the wharf supervisor)");
         let mut worker_id = None;
         let mut control = None;
@@ -68,7 +62,7 @@ impl Handoff {
         Ok(Handoff { worker_id: worker_id.ok_or_else(bad)?, control: control.ok_or_else(bad)?, sockets })
     }
 
-    pub fn from_env() -> Result<Option<Handoff>, String> {
+    pub(crate) fn from_env() -> Result<Option<Handoff>, String> {
         match std::env::var(HANDOFF_ENV) {
             Ok(value) => Handoff::decode(&value).map(Some),
             Err(_) => Ok(None),
@@ -76,7 +70,7 @@ impl Handoff {
     }
 
     /// Adopts the inherited listening sockets; must run inside the tokio runtime.
-    pub fn listeners(&self) -> Result<Vec<Listener>, StartError> {
+    pub(crate) fn listeners(&self) -> Result<Vec<Listener>, StartError> {
         self.sockets
             .iter()
             .map(|&(kind, fd)| {
@@ -90,7 +84,7 @@ impl Handoff {
 }
 
 impl SharedSocket {
-    pub fn from_listener(listener: Listener) -> Result<SharedSocket, StartError> {
+    pub(crate) fn from_listener(listener: Listener) -> Result<SharedSocket, StartError> {
         let describe = listener.describe();
         let err = |source| StartError::Bind { addr: describe.clone(), source };
         let (kind, fd) = match listener {
@@ -100,13 +94,13 @@ impl SharedSocket {
         Ok(SharedSocket { kind, fd, describe })
     }
 
-    pub fn raw(&self) -> (SocketKind, RawFd) {
+    pub(crate) fn raw(&self) -> (SocketKind, RawFd) {
         (self.kind, self.fd.as_raw_fd())
     }
 }
 
 /// Sockets passed by systemd (or any launcher following its protocol) for this process.
-pub fn systemd_sockets() -> Result<Option<Vec<SharedSocket>>, StartError> {
+pub(crate) fn systemd_sockets() -> Result<Option<Vec<SharedSocket>>, StartError> {
     let for_us = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
     let count = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<i32>().ok());
     let (true, Some(count)) = (for_us, count) else { return Ok(None) };

@@ -12,7 +12,7 @@ const SKIP_DIRS: &[&str] = &[".git", ".hg", ".venv", "venv", "__pycache__", "nod
 const MAX_FILES: usize = 20_000;
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
-pub struct SourceWatcher {
+pub(crate) struct SourceWatcher {
     root: PathBuf,
     fingerprint: (usize, Option<SystemTime>),
     last_scan: Instant,
@@ -20,7 +20,7 @@ pub struct SourceWatcher {
 }
 
 impl SourceWatcher {
-    pub fn new(root: PathBuf) -> Self {
+    pub(crate) fn new(root: PathBuf) -> Self {
         let mut watcher = SourceWatcher { root, fingerprint: (0, None), last_scan: Instant::now(), warned: false };
         watcher.fingerprint = watcher.scan();
         tracing::info!(dir = %watcher.root.display(), files = watcher.fingerprint.0, "reload: watching Python sources");
@@ -59,7 +59,7 @@ impl SourceWatcher {
     }
 
     /// Whether anything changed since the last call (at most one scan per second).
-    pub fn changed(&mut self) -> bool {
+    pub(crate) fn changed(&mut self) -> bool {
         if self.last_scan.elapsed() < SCAN_INTERVAL {
             return false;
         }

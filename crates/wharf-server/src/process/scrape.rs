@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::control::SupervisorMessage;
-use crate::metrics::Snapshot;
+use super::control::SupervisorMessage;
+use crate::observe::Snapshot;
 
 /// The latest snapshot a worker sent, with the request sequence number it answered.
-pub type Latest = (u64, Option<Snapshot>);
+pub(crate) type Latest = (u64, Option<Snapshot>);
 
 struct Live {
     writer: mpsc::UnboundedSender<String>,
@@ -27,7 +27,7 @@ struct Inner {
 }
 
 #[derive(Default)]
-pub struct Scraper {
+pub(crate) struct Scraper {
     inner: Mutex<Inner>,
 }
 
@@ -37,14 +37,14 @@ impl Scraper {
     }
 
     /// A new worker: `writer` sends lines to it; the returned sender takes its snapshots.
-    pub fn register(&self, id: u32, writer: mpsc::UnboundedSender<String>) -> watch::Sender<Latest> {
+    pub(crate) fn register(&self, id: u32, writer: mpsc::UnboundedSender<String>) -> watch::Sender<Latest> {
         let (tx, latest) = watch::channel((0, None));
         self.lock().live.insert(id, Live { writer, latest });
         tx
     }
 
     /// The worker's channel closed: keep its counters, forget its gauges.
-    pub fn retire(&self, id: u32) {
+    pub(crate) fn retire(&self, id: u32) {
         let mut inner = self.lock();
         if let Some(live) = inner.live.remove(&id) {
             if let Some(last) = live.latest.borrow().1.clone() {
@@ -53,17 +53,17 @@ impl Scraper {
         }
     }
 
-    pub fn restarted(&self, reason: &'static str) {
+    pub(crate) fn restarted(&self, reason: &'static str) {
         *self.lock().restarts.entry(reason).or_default() += 1;
     }
 
-    pub fn restarts(&self) -> BTreeMap<&'static str, u64> {
+    pub(crate) fn restarts(&self) -> BTreeMap<&'static str, u64> {
         self.lock().restarts.clone()
     }
 
     /// The sum over all workers, asking live ones for fresh numbers; a worker that does not
     /// answer within `wait` contributes its previous snapshot.
-    pub async fn collect(&self, wait: Duration) -> Snapshot {
+    pub(crate) async fn collect(&self, wait: Duration) -> Snapshot {
         let (seq, mut pending) = {
             let mut inner = self.lock();
             inner.next_seq += 1;

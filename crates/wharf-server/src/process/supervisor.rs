@@ -18,11 +18,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::control::{RecycleReason, WorkerMessage};
-use crate::handoff::{HANDOFF_ENV, Handoff, SharedSocket};
-use crate::health::{Health, STALE_HEARTBEAT};
-use crate::reload::SourceWatcher;
-use crate::scrape::Scraper;
+use super::control::{RecycleReason, WorkerMessage};
+use super::handoff::{HANDOFF_ENV, Handoff, SharedSocket};
+use super::health::{Health, STALE_HEARTBEAT};
+use super::reload::SourceWatcher;
+use super::scrape::Scraper;
 
 /// A worker silent this long is considered hung and killed.
 const HUNG_WORKER: Duration = Duration::from_secs(30);
@@ -31,9 +31,9 @@ const MAX_START_FAILURES: u32 = 5;
 const TICK: Duration = Duration::from_millis(200);
 
 /// How to start a worker process.
-pub struct WorkerCommand {
-    pub python: PathBuf,
-    pub args: Vec<String>,
+pub(crate) struct WorkerCommand {
+    pub(crate) python: PathBuf,
+    pub(crate) args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,7 @@ enum Signal {
     FewerWorkers,
 }
 
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     command: WorkerCommand,
     sockets: Vec<SharedSocket>,
     graceful_timeout: Duration,
@@ -110,7 +110,7 @@ fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
 }
 
 impl Supervisor {
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         command: WorkerCommand,
         sockets: Vec<SharedSocket>,
@@ -141,7 +141,7 @@ impl Supervisor {
     }
 
     /// Runs until every worker has exited after a stop; returns the process exit code.
-    pub async fn run(mut self) -> std::io::Result<i32> {
+    pub(crate) async fn run(mut self) -> std::io::Result<i32> {
         let mut signals = supervisor_signals()?;
         let mut tick = tokio::time::interval(TICK);
         self.reconcile();

@@ -5,10 +5,10 @@ use pyo3::prelude::*;
 
 use crate::config::Config;
 use crate::error::StartError;
-use crate::pyerr;
+use super::pyerr;
 
 /// Imports `module:attribute` (calling it when `--factory` is set) and checks it is callable.
-pub fn load(py: Python<'_>, config: &Config) -> Result<Py<PyAny>, StartError> {
+pub(crate) fn load(py: Python<'_>, config: &Config) -> Result<Py<PyAny>, StartError> {
     let (module_name, attr_path) = config.app_target().map_err(StartError::InvalidConfig)?;
     if let Some(dir) = &config.chdir {
         std::env::set_current_dir(dir).map_err(|source| StartError::Chdir { path: dir.clone(), source })?;

@@ -10,25 +10,25 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
-use crate::environ::{EnvironTemplate, HeaderKeyCache};
-use crate::exchange::{Job, JobTrace};
-use crate::file_wrapper::{FileSource, FileWrapper};
-use crate::input::{BodyFailure, WsgiInput};
-use crate::metrics::{Rejection, WorkerMetrics};
-use crate::outbox::Outbox;
-use crate::pyerr;
-use crate::start_response::{ClientGone, Responder, StartResponse};
+use super::environ::{EnvironTemplate, HeaderKeyCache};
+use crate::bridge::{Job, JobTrace};
+use super::file_wrapper::{FileSource, FileWrapper};
+use super::input::{BodyFailure, WsgiInput};
+use crate::observe::{Rejection, WorkerMetrics};
+use crate::bridge::Outbox;
+use super::pyerr;
+use super::start_response::{ClientGone, Responder, StartResponse};
 
 /// Everything a Python thread needs to serve requests.
-pub struct AppContext {
-    pub app: Py<PyAny>,
+pub(crate) struct AppContext {
+    pub(crate) app: Py<PyAny>,
     /// `wsgi.input` of every request without a body: always at its end, so one is enough.
-    pub empty_input: Py<WsgiInput>,
-    pub outbox: Arc<Outbox>,
-    pub environ: EnvironTemplate,
-    pub limit_request_body: u64,
-    pub io_timeout: Duration,
-    pub metrics: Arc<WorkerMetrics>,
+    pub(crate) empty_input: Py<WsgiInput>,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) environ: EnvironTemplate,
+    pub(crate) limit_request_body: u64,
+    pub(crate) io_timeout: Duration,
+    pub(crate) metrics: Arc<WorkerMetrics>,
 }
 
 /// How producing a response failed.
@@ -49,10 +49,11 @@ impl From<ClientGone> for Failure {
     }
 }
 
-pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job: Job) {
-    let Job { parts, body, peer, reply, expire: _, enqueued, trace } = job;
+/// Serves `job` on this Python thread; every outcome is answered or logged here.
+pub(crate) fn serve_job(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job: Job) {
+    let Job { parts, body, client, reply, expire: _, enqueued, trace } = job;
     if let Some(trace) = &trace {
-        trace.acquired.store(enqueued.elapsed().as_nanos() as u64 + 1, std::sync::atomic::Ordering::Relaxed);
+        trace.acquired.set(enqueued.elapsed());
     }
     let objects = Bound::new(py, StartResponse::new(Responder::new(reply, Arc::clone(&ctx.outbox), ctx.io_timeout)))
         .and_then(|sr| {
@@ -70,7 +71,7 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job:
         }
     };
     let method = parts.method.clone();
-    let environ = match ctx.environ.build(py, cache, &parts, &peer, input.clone().into_any()) {
+    let environ = match ctx.environ.build(py, cache, &parts, &client, input.clone().into_any()) {
         Ok(environ) => environ,
         Err(err) => {
             report_app_error(py, start_response.get(), &method, parts.uri.path(), &err, BodyFailure::None);

@@ -12,21 +12,19 @@ use http::header::{self, HeaderName};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
-use crate::forwarded::{self, TrustedProxies};
-use crate::listener::Peer;
+use crate::bridge::Client;
 
 /// Settings that are the same for every request served by this process.
-pub struct EnvironSettings {
-    pub root_path: String,
-    pub multithread: bool,
-    pub multiprocess: bool,
-    pub trusted_proxies: TrustedProxies,
+pub(crate) struct EnvironSettings {
+    pub(crate) root_path: String,
+    pub(crate) multithread: bool,
+    pub(crate) multiprocess: bool,
 }
 
 macro_rules! keys {
     ($($field:ident = $name:literal),* $(,)?) => {
         /// Interned environ keys.
-        pub struct Keys { $(pub $field: Py<PyString>,)* }
+        pub(crate) struct Keys { $(pub $field: Py<PyString>,)* }
         impl Keys {
             fn new(py: Python<'_>) -> Self {
                 Keys { $($field: PyString::intern(py, $name).unbind(),)* }
@@ -63,16 +61,15 @@ keys! {
 }
 
 /// Shared, immutable pieces of every environ.
-pub struct EnvironTemplate {
-    pub keys: Keys,
+pub(crate) struct EnvironTemplate {
+    pub(crate) keys: Keys,
     template: Py<PyDict>,
     root_path: String,
-    trusted_proxies: TrustedProxies,
 }
 
 /// Per-thread cache of HTTP_* keys, so header names are converted and interned once.
 #[derive(Default)]
-pub struct HeaderKeyCache {
+pub(crate) struct HeaderKeyCache {
     keys: HashMap<HeaderName, Option<Py<PyString>>>,
 }
 
@@ -81,7 +78,7 @@ pub struct HeaderKeyCache {
 const HEADER_KEY_CACHE_LIMIT: usize = 512;
 
 impl EnvironTemplate {
-    pub fn new(
+    pub(crate) fn new(
         py: Python<'_>,
         settings: &EnvironSettings,
         errors: Bound<'_, PyAny>,
@@ -122,17 +119,16 @@ impl EnvironTemplate {
             keys,
             template: template.unbind(),
             root_path: settings.root_path.clone(),
-            trusted_proxies: settings.trusted_proxies.clone(),
         })
     }
 
     /// The environ for one request; `input` becomes `wsgi.input`.
-    pub fn build<'py>(
+    pub(crate) fn build<'py>(
         &self,
         py: Python<'py>,
         cache: &mut HeaderKeyCache,
         parts: &http::request::Parts,
-        peer: &Peer,
+        client: &Client,
         input: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let k = &self.keys;
@@ -150,8 +146,8 @@ impl EnvironTemplate {
         env.set_item(&k.request_uri, &target)?;
         env.set_item(&k.server_protocol, protocol(parts.version))?;
 
-        let view = forwarded::client_view(&parts.headers, peer.remote.map(|a| a.ip()), &self.trusted_proxies);
-        let scheme = view.scheme.unwrap_or("http");
+        let (peer, view) = (&client.peer, &client.forwarded);
+        let scheme = client.scheme();
         if scheme != "http" {
             env.set_item(&k.wsgi_url_scheme, scheme)?;
         }
@@ -221,7 +217,7 @@ impl HeaderKeyCache {
 
 /// `HTTP_*` name of a header. Names with `_` are refused: `X-Forwarded_For` would otherwise
 /// collide with `X-Forwarded-For` in environ and let a client spoof what a proxy set.
-pub fn environ_key(header: &str) -> Option<String> {
+pub(crate) fn environ_key(header: &str) -> Option<String> {
     if header.contains('_') {
         return None;
     }
@@ -233,7 +229,7 @@ pub fn environ_key(header: &str) -> Option<String> {
 
 /// `%XX` decoding of a URL path into raw bytes; malformed escapes are kept as they are.
 /// `input` with `%XX` escapes decoded; borrowed when there are none (most paths).
-pub fn percent_decode(input: &[u8]) -> Cow<'_, [u8]> {
+pub(crate) fn percent_decode(input: &[u8]) -> Cow<'_, [u8]> {
     if !input.contains(&b'%') {
         return Cow::Borrowed(input);
     }
@@ -262,7 +258,7 @@ pub fn percent_decode(input: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// PATH_INFO is the path below SCRIPT_NAME when the request is inside the mount point.
-pub fn strip_root<'a>(path: &'a [u8], root: &[u8]) -> &'a [u8] {
+pub(crate) fn strip_root<'a>(path: &'a [u8], root: &[u8]) -> &'a [u8] {
     if root.is_empty() {
         return path;
     }
@@ -274,7 +270,7 @@ pub fn strip_root<'a>(path: &'a [u8], root: &[u8]) -> &'a [u8] {
 
 /// SERVER_NAME and SERVER_PORT: from the host the client addressed when known (Host header
 /// or a trusted proxy's forwarded host), else from the local socket address.
-pub fn server_name_port<'a>(
+pub(crate) fn server_name_port<'a>(
     host: Option<&'a str>,
     local: Option<SocketAddr>,
     scheme: &str,
@@ -306,7 +302,7 @@ fn display_str<'py>(py: Python<'py>, value: impl std::fmt::Display) -> Bound<'py
 }
 
 /// Splits `host[:port]`, including bracketed IPv6 literals.
-pub fn split_host(host: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_host(host: &str) -> (&str, Option<&str>) {
     if host.starts_with('[') {
         if let Some(end) = host.find(']') {
             let port = host[end + 1..].strip_prefix(':').filter(|p| !p.is_empty());
@@ -325,7 +321,7 @@ fn protocol(version: Version) -> &'static str {
 }
 
 /// Bytes as a Python str, one code point per byte (the PEP 3333 "native string" rule).
-pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+pub(crate) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     if bytes.is_ascii() {
         if let Ok(s) = std::str::from_utf8(bytes) {
             return PyString::new(py, s);

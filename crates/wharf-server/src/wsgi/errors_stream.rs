@@ -3,7 +3,7 @@
 use pyo3::prelude::*;
 
 #[pyclass(frozen, module = "wharf")]
-pub struct ErrorStream;
+pub(crate) struct ErrorStream;
 
 #[pymethods]
 impl ErrorStream {

@@ -9,7 +9,7 @@ use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 
 #[pyclass(frozen, module = "wharf")]
-pub struct FileWrapper {
+pub(crate) struct FileWrapper {
     filelike: Py<PyAny>,
     blksize: usize,
 }
@@ -46,17 +46,17 @@ impl FileWrapper {
 }
 
 /// A regular file to send from `offset`, read without the GIL.
-pub struct FileSource {
-    pub file: File,
-    pub offset: u64,
-    pub len: u64,
-    pub blksize: usize,
+pub(crate) struct FileSource {
+    pub(crate) file: File,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+    pub(crate) blksize: usize,
 }
 
 impl FileWrapper {
     /// The file behind the wrapper, when it is a regular file with a descriptor; `None` means
     /// "iterate it like any other iterable".
-    pub fn file_source(&self, py: Python<'_>) -> Option<FileSource> {
+    pub(crate) fn file_source(&self, py: Python<'_>) -> Option<FileSource> {
         let filelike = self.filelike.bind(py);
         let fd: RawFd = filelike.call_method0("fileno").ok()?.extract().ok()?;
         if fd < 0 {
@@ -80,7 +80,7 @@ impl FileWrapper {
 impl FileSource {
     /// Reads the next block at the current offset (positional read: the Python file object's
     /// own position is not disturbed).
-    pub fn read_block(&mut self, remaining: u64) -> std::io::Result<Vec<u8>> {
+    pub(crate) fn read_block(&mut self, remaining: u64) -> std::io::Result<Vec<u8>> {
         let want = usize::try_from(remaining.min(self.blksize as u64)).unwrap_or(self.blksize);
         let mut buf = vec![0; want];
         let n = self.file.read_at(&mut buf, self.offset)?;

@@ -14,13 +14,13 @@ use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::blocking::{block_on_until, poll_now};
-use crate::request_body::RequestBody;
+use crate::bridge::RequestBody;
+use crate::bridge::park::{block_on_until, poll_now};
 
 /// Why reading the body failed, so the response can say so (413, 408) instead of a bare 500.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum BodyFailure {
+pub(crate) enum BodyFailure {
     None = 0,
     TooLarge = 1,
     TimedOut = 2,
@@ -29,7 +29,7 @@ pub enum BodyFailure {
 }
 
 #[pyclass(frozen, module = "wharf")]
-pub struct WsgiInput {
+pub(crate) struct WsgiInput {
     reader: Mutex<BodyReader>,
     failure: AtomicU8,
 }
@@ -49,7 +49,7 @@ enum Fill {
 
 impl WsgiInput {
     /// `limit` is the largest body accepted (0: none).
-    pub fn new(body: Option<RequestBody>, limit: u64, io_timeout: Duration) -> Self {
+    pub(crate) fn new(body: Option<RequestBody>, limit: u64, io_timeout: Duration) -> Self {
         WsgiInput {
             reader: Mutex::new(BodyReader { body, pending: Bytes::new(), received: 0, limit, io_timeout }),
             failure: AtomicU8::new(BodyFailure::None as u8),
@@ -57,11 +57,11 @@ impl WsgiInput {
     }
 
     /// Body bytes received so far.
-    pub fn received(&self) -> u64 {
+    pub(crate) fn received(&self) -> u64 {
         self.reader.lock().map(|r| r.received).unwrap_or(0)
     }
 
-    pub fn failure(&self) -> BodyFailure {
+    pub(crate) fn failure(&self) -> BodyFailure {
         match self.failure.load(Ordering::Relaxed) {
             1 => BodyFailure::TooLarge,
             2 => BodyFailure::TimedOut,

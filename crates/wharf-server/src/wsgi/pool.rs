@@ -7,21 +7,18 @@ use std::time::Instant;
 
 use pyo3::prelude::*;
 
-use crate::environ::HeaderKeyCache;
+use super::call::{self, AppContext};
+use super::environ::HeaderKeyCache;
+use crate::bridge::{Job, JobQueue, Watchdog, sched};
 use crate::error::StartError;
-use crate::exchange::Job;
-use crate::handler::{self, AppContext};
-use crate::queue::JobQueue;
-use crate::sched;
-use crate::watchdog::Watchdog;
 
-pub struct Pool {
+pub(crate) struct Pool {
     queue: Arc<JobQueue<Job>>,
     exited: mpsc::Receiver<()>,
 }
 
 impl Pool {
-    pub fn start(
+    pub(crate) fn start(
         ctx: Arc<AppContext>,
         threads: u32,
         queue_size: u32,
@@ -46,13 +43,13 @@ impl Pool {
         Ok(Pool { queue, exited })
     }
 
-    pub fn queue(&self) -> Arc<JobQueue<Job>> {
+    pub(crate) fn queue(&self) -> Arc<JobQueue<Job>> {
         Arc::clone(&self.queue)
     }
 
     /// Lets the threads finish what is queued and exit; `false` if some are still busy at
     /// `deadline` (their requests are abandoned with the process).
-    pub fn shutdown(self, deadline: Instant) -> bool {
+    pub(crate) fn shutdown(self, deadline: Instant) -> bool {
         self.queue.close();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -103,7 +100,7 @@ fn run_thread(index: usize, ctx: &AppContext, queue: &JobQueue<Job>, watchdog: O
             // A panic in the handler is a bug in wharf, not the app; it must not take the
             // thread (and with it a share of the server's capacity) down.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                handler::handle(py, ctx, &mut cache, job);
+                call::serve_job(py, ctx, &mut cache, job);
             }));
             if outcome.is_err() {
                 tracing::error!("internal error while serving a request (see the panic message above)");

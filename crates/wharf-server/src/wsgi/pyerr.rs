@@ -3,7 +3,7 @@
 use pyo3::prelude::*;
 
 /// `Type: message`, the one line a user needs to recognise an error.
-pub fn one_line(py: Python<'_>, err: &PyErr) -> String {
+pub(crate) fn one_line(py: Python<'_>, err: &PyErr) -> String {
     let type_name = err
         .get_type(py)
         .qualname()
@@ -14,7 +14,7 @@ pub fn one_line(py: Python<'_>, err: &PyErr) -> String {
 }
 
 /// The full traceback, as Python's `traceback` module prints it.
-pub fn traceback(py: Python<'_>, err: &PyErr) -> String {
+pub(crate) fn traceback(py: Python<'_>, err: &PyErr) -> String {
     let formatted = py
         .import("traceback")
         // Before Python 3.12 the traceback travels beside the exception, not on it.

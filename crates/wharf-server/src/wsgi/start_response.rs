@@ -13,17 +13,15 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 use tokio::sync::oneshot;
 
-use crate::blocking::block_on_until;
-use crate::exchange::{Reply, ReplyBody};
-use crate::outbox::Outbox;
-use crate::pipe::{End, Pipe};
-use crate::response_head::{Head, HeadError};
+use super::response_head::{Head, HeadError};
+use crate::bridge::park::block_on_until;
+use crate::bridge::{End, Outbox, Pipe, Reply, ReplyBody};
 
 /// The client went away (or stalled past the I/O timeout); stop producing the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientGone;
+pub(crate) struct ClientGone;
 
-pub struct Responder {
+pub(crate) struct Responder {
     reply: Option<oneshot::Sender<Reply>>,
     outbox: Arc<Outbox>,
     stream: Option<Arc<Pipe>>,
@@ -32,11 +30,10 @@ pub struct Responder {
     /// The head went out with the whole body; anything the app yields after that is excess.
     complete: bool,
     io_timeout: Duration,
-    status: Option<StatusCode>,
 }
 
 impl Responder {
-    pub fn new(reply: oneshot::Sender<Reply>, outbox: Arc<Outbox>, io_timeout: Duration) -> Self {
+    pub(crate) fn new(reply: oneshot::Sender<Reply>, outbox: Arc<Outbox>, io_timeout: Duration) -> Self {
         Responder {
             reply: Some(reply),
             outbox,
@@ -45,29 +42,23 @@ impl Responder {
             head_sent: false,
             complete: false,
             io_timeout,
-            status: None,
         }
     }
 
-    pub fn head_sent(&self) -> bool {
+    pub(crate) fn head_sent(&self) -> bool {
         self.head_sent
     }
 
-    pub fn has_head(&self) -> bool {
+    pub(crate) fn has_head(&self) -> bool {
         self.declared.is_some()
     }
 
-    /// Status of what was (or will be) sent, for logs.
-    pub fn status(&self) -> Option<StatusCode> {
-        self.status.or(self.declared.as_ref().map(|h| h.status))
-    }
-
-    pub fn declared_content_length(&self) -> Option<u64> {
+    pub(crate) fn declared_content_length(&self) -> Option<u64> {
         self.declared.as_ref().and_then(Head::content_length)
     }
 
     /// Adds a Content-Length the app did not declare (file responses know their size).
-    pub fn declare_content_length(&mut self, len: u64) {
+    pub(crate) fn declare_content_length(&mut self, len: u64) {
         if let Some(head) = self.declared.as_mut() {
             head.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
         }
@@ -76,7 +67,6 @@ impl Responder {
     fn send_head(&mut self, mut head: Head, body: ReplyBody) -> Result<(), ClientGone> {
         let to = self.reply.take().ok_or(ClientGone)?;
         self.head_sent = true;
-        self.status = Some(head.status);
         let bodiless = matches!(head.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
         if head.status == StatusCode::NO_CONTENT {
             // RFC 9110 §8.6: a 204 never carries Content-Length, whatever the app declared.
@@ -105,13 +95,13 @@ impl Responder {
     }
 
     /// Sends the declared head with the complete body.
-    pub fn send_full(&mut self, body: Bytes) -> Result<(), ClientGone> {
+    pub(crate) fn send_full(&mut self, body: Bytes) -> Result<(), ClientGone> {
         let head = self.declared.take().ok_or(ClientGone)?;
         self.send_head(head, ReplyBody::Full(body))
     }
 
     /// Sends a server-generated response, replacing whatever the app declared.
-    pub fn send_error(&mut self, status: StatusCode, message: &str) -> Result<(), ClientGone> {
+    pub(crate) fn send_error(&mut self, status: StatusCode, message: &str) -> Result<(), ClientGone> {
         self.declared = None;
         let mut head = Head::server_error(status);
         if matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT | StatusCode::BAD_REQUEST) {
@@ -159,12 +149,12 @@ impl Responder {
 
     /// Sends one body chunk (copied), sending the head first if needed. Empty chunks are
     /// skipped: the head waits for the first non-empty one.
-    pub fn send_chunk(&mut self, py: Python<'_>, chunk: &[u8]) -> Result<(), ClientGone> {
+    pub(crate) fn send_chunk(&mut self, py: Python<'_>, chunk: &[u8]) -> Result<(), ClientGone> {
         self.send(py, Chunk::Borrowed(chunk))
     }
 
     /// Like `send_chunk` for a chunk the server owns already (no copy).
-    pub fn send_owned(&mut self, py: Python<'_>, chunk: Bytes) -> Result<(), ClientGone> {
+    pub(crate) fn send_owned(&mut self, py: Python<'_>, chunk: Bytes) -> Result<(), ClientGone> {
         self.send(py, Chunk::Owned(chunk))
     }
 
@@ -190,7 +180,7 @@ impl Responder {
     }
 
     /// Ends the response: sends the head with an empty body if nothing was sent yet.
-    pub fn finish(&mut self) -> Result<(), ClientGone> {
+    pub(crate) fn finish(&mut self) -> Result<(), ClientGone> {
         if !self.head_sent {
             return self.send_full(Bytes::new());
         }
@@ -201,7 +191,7 @@ impl Responder {
     }
 
     /// The response cannot be completed; make the connection end without a clean terminator.
-    pub fn abort(&mut self) {
+    pub(crate) fn abort(&mut self) {
         if let Some(pipe) = self.stream.take() {
             pipe.close(End::Aborted);
         }
@@ -232,16 +222,16 @@ impl Chunk<'_> {
 }
 
 #[pyclass(frozen, module = "wharf")]
-pub struct StartResponse {
-    pub responder: Mutex<Responder>,
+pub(crate) struct StartResponse {
+    pub(crate) responder: Mutex<Responder>,
 }
 
 impl StartResponse {
-    pub fn new(responder: Responder) -> Self {
+    pub(crate) fn new(responder: Responder) -> Self {
         StartResponse { responder: Mutex::new(responder) }
     }
 
-    pub fn with<R>(&self, f: impl FnOnce(&mut Responder) -> R) -> PyResult<R> {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Responder) -> R) -> PyResult<R> {
         let mut guard = self
             .responder
             .lock()
