@@ -1,10 +1,12 @@
-//! The control channel between a worker and its supervisor: one Unix socket pair per
-//! worker, JSON lines. Workers report readiness, heartbeats and requests to be replaced; the
-//! supervisor going away (EOF) tells a worker to drain and exit.
+//! The control channel between a worker and its supervisor, both halves: one Unix socket pair
+//! per worker, JSON lines. Workers report readiness, heartbeats, metrics and requests to be
+//! replaced; the supervisor asks for metrics; the supervisor going away (EOF) tells a worker
+//! to drain and exit.
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -84,7 +86,7 @@ impl ControlClient {
                     _ = beat.tick() => (WorkerMessage::Heartbeat { served: served() }, None),
                     out = rx.recv() => match out { Some(o) => (o.msg, o.written), None => return },
                     line = lines.next_line() => match line {
-                        Ok(Some(line)) => match serde_json::from_str::<SupervisorMessage>(&line) {
+                        Ok(Some(line)) => match parse::<SupervisorMessage>(&line) {
                             Ok(SupervisorMessage::Snapshot { seq }) => {
                                 (WorkerMessage::Metrics { seq, snapshot: Box::new(snapshot()) }, None)
                             }
@@ -96,8 +98,7 @@ impl ControlClient {
                         _ => break,
                     },
                 };
-                let Ok(mut line) = serde_json::to_string(&msg) else { continue };
-                line.push('\n');
+                let Some(line) = json_line(&msg) else { continue };
                 if write.write_all(line.as_bytes()).await.is_err() {
                     break;
                 }
@@ -125,6 +126,65 @@ impl ControlClient {
     }
 }
 
+/// Supervisor side: what the supervisor sends to one worker.
+#[derive(Clone)]
+pub(super) struct WorkerChannel {
+    tx: mpsc::UnboundedSender<SupervisorMessage>,
+}
+
+impl WorkerChannel {
+    /// Starts both directions of a worker's channel on `stream`; must run inside the tokio
+    /// runtime. Every message from the worker goes to `on_message` until it returns `false`;
+    /// `on_end` runs once the worker's side is closed (it exited).
+    pub(super) fn start(
+        stream: std::os::unix::net::UnixStream,
+        mut on_message: impl FnMut(WorkerMessage) -> bool + Send + 'static,
+        on_end: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<WorkerChannel> {
+        stream.set_nonblocking(true)?;
+        let (read, mut write) = UnixStream::from_std(stream)?.into_split();
+        let (tx, mut outgoing) = mpsc::unbounded_channel::<SupervisorMessage>();
+        tokio::spawn(async move {
+            while let Some(msg) = outgoing.recv().await {
+                let Some(line) = json_line(&msg) else { continue };
+                if write.write_all(line.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match parse::<WorkerMessage>(&line) {
+                    Ok(msg) => {
+                        if !on_message(msg) {
+                            break;
+                        }
+                    }
+                    Err(err) => tracing::warn!("unreadable control message {line:?}: {err}"),
+                }
+            }
+            on_end();
+        });
+        Ok(WorkerChannel { tx })
+    }
+
+    /// Queues `msg` for the worker; `false` once its channel is closed.
+    pub(super) fn send(&self, msg: SupervisorMessage) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+}
+
+fn json_line(msg: &impl Serialize) -> Option<String> {
+    let mut line = serde_json::to_string(msg).ok()?;
+    line.push('\n');
+    Some(line)
+}
+
+fn parse<T: DeserializeOwned>(line: &str) -> serde_json::Result<T> {
+    serde_json::from_str(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +196,28 @@ mod tests {
         assert_eq!(text, r#"{"type":"recycle","reason":"max_requests"}"#);
         assert_eq!(serde_json::from_str::<WorkerMessage>(&text).expect("parses"), msg);
         assert!(serde_json::from_str::<WorkerMessage>(r#"{"type":"nope"}"#).is_err());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_two_halves_talk() {
+        let (supervisor_end, worker_end) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        let (got_tx, mut got) = mpsc::unbounded_channel();
+        let (ended_tx, ended) = oneshot::channel();
+        let channel = WorkerChannel::start(supervisor_end, move |msg| got_tx.send(msg).is_ok(), move || {
+            ended_tx.send(()).ok();
+        })
+        .expect("supervisor half");
+        let client = ControlClient::start(OwnedFd::from(worker_end), || 3, Snapshot::default, || {}).expect("worker half");
+        client.send(WorkerMessage::Ready);
+        assert!(channel.send(SupervisorMessage::Snapshot { seq: 7 }));
+        let mut seen = Vec::new();
+        while !seen.iter().any(|m| matches!(m, WorkerMessage::Metrics { seq: 7, .. })) {
+            let msg = tokio::time::timeout(Duration::from_secs(10), got.recv()).await;
+            seen.push(msg.ok().flatten().expect("a message from the worker"));
+        }
+        assert!(seen.contains(&WorkerMessage::Ready));
+        drop(client);
+        let ended = tokio::time::timeout(Duration::from_secs(10), ended).await;
+        assert!(ended.is_ok(), "the supervisor half notices the worker is gone");
     }
 }

@@ -5,16 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use super::control::SupervisorMessage;
+use super::control::{SupervisorMessage, WorkerChannel};
 use crate::observe::Snapshot;
 
 /// The latest snapshot a worker sent, with the request sequence number it answered.
 pub(crate) type Latest = (u64, Option<Snapshot>);
 
 struct Live {
-    writer: mpsc::UnboundedSender<String>,
+    channel: WorkerChannel,
     latest: watch::Receiver<Latest>,
 }
 
@@ -36,11 +36,9 @@ impl Scraper {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new worker: `writer` sends lines to it; the returned sender takes its snapshots.
-    pub(crate) fn register(&self, id: u32, writer: mpsc::UnboundedSender<String>) -> watch::Sender<Latest> {
-        let (tx, latest) = watch::channel((0, None));
-        self.lock().live.insert(id, Live { writer, latest });
-        tx
+    /// A new worker, reached through `channel`, whose snapshots arrive on `latest`.
+    pub(crate) fn register(&self, id: u32, channel: WorkerChannel, latest: watch::Receiver<Latest>) {
+        self.lock().live.insert(id, Live { channel, latest });
     }
 
     /// The worker's channel closed: keep its counters, forget its gauges.
@@ -68,14 +66,10 @@ impl Scraper {
             let mut inner = self.lock();
             inner.next_seq += 1;
             let seq = inner.next_seq;
-            let line = match serde_json::to_string(&SupervisorMessage::Snapshot { seq }) {
-                Ok(json) => json + "\n",
-                Err(_) => String::new(),
-            };
             let pending: Vec<watch::Receiver<Latest>> = inner
                 .live
                 .values()
-                .filter(|live| live.writer.send(line.clone()).is_ok())
+                .filter(|live| live.channel.send(SupervisorMessage::Snapshot { seq }))
                 .map(|live| live.latest.clone())
                 .collect();
             (seq, pending)

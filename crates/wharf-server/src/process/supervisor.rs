@@ -13,12 +13,11 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use super::control::{RecycleReason, WorkerMessage};
+use super::control::{RecycleReason, WorkerChannel, WorkerMessage};
 use super::handoff::{HANDOFF_ENV, Handoff, SharedSocket};
 use super::health::{Health, STALE_HEARTBEAT};
 use super::reload::SourceWatcher;
@@ -83,6 +82,11 @@ pub(crate) struct Supervisor {
 }
 
 fn send_signal(pid: i32, sig: libc::c_int) {
+    // kill(0) signals the whole process group and kill(-1) every process the user may signal.
+    if pid <= 0 {
+        tracing::error!(pid, sig, "refusing to send a signal to pid {pid}: not a single worker");
+        return;
+    }
     // SAFETY: kill(2) has no memory-safety preconditions; pid is a child we spawned.
     unsafe {
         libc::kill(pid, sig);
@@ -160,13 +164,30 @@ impl Supervisor {
         }
     }
 
+    /// Starts worker `next_id`: its process, a task reporting its exit, and its control channel.
     fn spawn(&mut self) -> std::io::Result<u32> {
         let id = self.next_id;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        let theirs = OwnedFd::from(theirs);
+        let mut child = self.start_process(id, OwnedFd::from(theirs))?;
+        self.next_id += 1;
+        // A child not yet waited for always has a pid; 0 (never signalled) only guards the type.
+        let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        let events = self.events.0.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            events.send(Event::Exited(id, status)).ok();
+        });
+        self.connect(id, ours)?;
+        tracing::info!(worker = id, pid, "started worker");
+        self.workers.insert(id, Worker { pid, state: State::Starting, retire: None, last_heartbeat: Instant::now() });
+        Ok(id)
+    }
+
+    /// The worker process, inheriting the shared sockets and its end of the control channel.
+    fn start_process(&self, id: u32, control: OwnedFd) -> std::io::Result<tokio::process::Child> {
         let handoff = Handoff {
             worker_id: id,
-            control: theirs.as_raw_fd(),
+            control: control.as_raw_fd(),
             sockets: self.sockets.iter().map(SharedSocket::raw).collect(),
         };
         let inherit: Vec<RawFd> = handoff.sockets.iter().map(|&(_, fd)| fd).chain([handoff.control]).collect();
@@ -182,49 +203,32 @@ impl Supervisor {
                 Ok(())
             });
         }
-        let mut child = tokio::process::Command::from(cmd).spawn()?;
-        drop(theirs);
-        self.next_id += 1;
-        let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(-1);
-        let events = self.events.0.clone();
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            events.send(Event::Exited(id, status)).ok();
-        });
-        ours.set_nonblocking(true)?;
-        let (read, mut write) = tokio::net::UnixStream::from_std(ours)?.into_split();
-        let (writer, mut outgoing) = mpsc::unbounded_channel::<String>();
-        tokio::spawn(async move {
-            while let Some(line) = outgoing.recv().await {
-                if write.write_all(line.as_bytes()).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let latest = self.scraper.register(id, writer);
+        let child = tokio::process::Command::from(cmd).spawn();
+        // The child has its copy (or failed to start); ours must close so EOF means it exited.
+        drop(control);
+        child
+    }
+
+    /// The supervisor's end of worker `id`'s control channel: metrics go to the scraper, every
+    /// other message becomes an event.
+    fn connect(&self, id: u32, stream: std::os::unix::net::UnixStream) -> std::io::Result<()> {
+        let (latest_tx, latest) = watch::channel((0, None));
         let events = self.events.0.clone();
         let scraper = Arc::clone(&self.scraper);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(read).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                match serde_json::from_str::<WorkerMessage>(&line) {
-                    Ok(WorkerMessage::Metrics { seq, snapshot }) => {
-                        latest.send_replace((seq, Some(*snapshot)));
-                    }
-                    Ok(msg) => {
-                        if events.send(Event::Message(id, msg)).is_err() {
-                            break;
-                        }
-                    }
-                    Err(err) => tracing::warn!(worker = id, "unreadable control message {line:?}: {err}"),
+        let channel = WorkerChannel::start(
+            stream,
+            move |msg| match msg {
+                WorkerMessage::Metrics { seq, snapshot } => {
+                    latest_tx.send_replace((seq, Some(*snapshot)));
+                    true
                 }
-            }
+                msg => events.send(Event::Message(id, msg)).is_ok(),
+            },
             // The worker is gone (its last metrics, if any, arrived before the end of stream).
-            scraper.retire(id);
-        });
-        tracing::info!(worker = id, pid, "started worker");
-        self.workers.insert(id, Worker { pid, state: State::Starting, retire: None, last_heartbeat: Instant::now() });
-        Ok(id)
+            move || scraper.retire(id),
+        )?;
+        self.scraper.register(id, channel, latest);
+        Ok(())
     }
 
     fn drain(&mut self, id: u32, why: &str) {
