@@ -204,7 +204,12 @@ where
 {
     let name = object.meta().name.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let mut body = serde_json::to_value(object).unwrap_or_default();
+    // An empty body, force-applied, would release every field this manager owns.
+    let mut body = serde_json::to_value(object).map_err(|source| Error::Serialize {
+        kind: K::kind(&()).into_owned(),
+        name: name.clone(),
+        source,
+    })?;
     body["apiVersion"] = json!(K::api_version(&()));
     body["kind"] = json!(K::kind(&()));
     api.patch(

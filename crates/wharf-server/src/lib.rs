@@ -31,6 +31,8 @@ mod entry;
 mod error;
 mod http;
 mod observe;
+#[cfg(test)]
+mod operator_flags;
 mod process;
 mod worker;
 mod wsgi;

@@ -41,6 +41,11 @@ pub enum RenderError {
     MissingMetadata(&'static str),
     #[error("invalid spec: {0}")]
     Spec(#[from] SpecError),
+    #[error("cannot serialize the {what}: {source}")]
+    Serialize {
+        what: &'static str,
+        source: serde_json::Error,
+    },
 }
 
 /// A WsgiApp with the metadata every child needs already checked.
@@ -81,7 +86,7 @@ pub fn render(app: &WsgiApp, config: &RenderConfig) -> Result<Children, RenderEr
     app.spec.check(config.default_injector_image.as_deref())?;
     let target = Target::new(app, config)?;
     Ok(Children {
-        deployment: deployment::render(&target),
+        deployment: deployment::render(&target)?,
         service: service::render(&target),
         hpa: hpa::render(&target),
         pdb: pdb::render(&target),

@@ -14,6 +14,7 @@ mod queue;
 mod request_body;
 pub(crate) mod sched;
 mod stamp;
+mod sync;
 mod watchdog;
 
 pub(crate) use client::{Client, Forwarded, Peer};

@@ -10,10 +10,11 @@
 //! the client is gone, and their chunks wake the I/O thread through the pipe anyway.
 
 use std::future::poll_fn;
-use std::sync::{Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::oneshot;
+
+use super::sync::{Mutex, MutexGuard};
 
 use super::exchange::Reply;
 
@@ -54,29 +55,32 @@ impl Outbox {
     /// Delivers replies as they arrive; runs on the I/O thread for the worker's lifetime.
     pub(crate) async fn deliver(&self) {
         let mut batch = Vec::new();
-        poll_fn(|cx| {
-            loop {
-                {
-                    let mut inner = self.lock();
-                    if inner.pending.is_empty() {
-                        if !inner.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                            inner.waker = Some(cx.waker().clone());
-                        }
-                        return Poll::<()>::Pending;
+        poll_fn(|cx| self.poll_deliver(cx, &mut batch)).await
+    }
+
+    /// Hands every queued reply to its connection; `Pending` once the outbox is empty and the
+    /// waker is stored for the next batch. `batch` is reused from call to call.
+    fn poll_deliver(&self, cx: &mut Context<'_>, batch: &mut Vec<Delivery>) -> Poll<()> {
+        loop {
+            {
+                let mut inner = self.lock();
+                if inner.pending.is_empty() {
+                    if !inner.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        inner.waker = Some(cx.waker().clone());
                     }
-                    std::mem::swap(&mut inner.pending, &mut batch);
+                    return Poll::Pending;
                 }
-                for (to, reply) in batch.drain(..) {
-                    // The connection may be gone; its reply is dropped with it.
-                    let _ = to.send(reply);
-                }
+                std::mem::swap(&mut inner.pending, batch);
             }
-        })
-        .await
+            for (to, reply) in batch.drain(..) {
+                // The connection may be gone; its reply is dropped with it.
+                let _ = to.send(reply);
+            }
+        }
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use bytes::Bytes;
@@ -144,5 +148,46 @@ mod tests {
         outbox.send(to, reply(2));
         let got = tokio::time::timeout(Duration::from_secs(10), rx).await;
         assert_eq!(got.ok().and_then(Result::ok).map(body_len), Some(2));
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::bridge::ReplyBody;
+    use crate::bridge::sync::{Arc, thread};
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+
+    fn reply() -> Reply {
+        Reply { status: StatusCode::OK, reason: None, headers: HeaderMap::new(), body: ReplyBody::Full(Bytes::new()) }
+    }
+
+    /// Replies sent from a Python thread while the I/O thread empties the outbox and goes to
+    /// sleep: whatever the interleaving, the I/O thread is woken for every one (a lost wake-up
+    /// would leave `block_on` waiting forever, which loom reports).
+    #[test]
+    fn no_reply_is_left_without_a_wake_up() {
+        crate::bridge::sync::model(|| {
+            let outbox = Arc::new(Outbox::default());
+            let (first, mut first_rx) = oneshot::channel();
+            let (second, mut second_rx) = oneshot::channel();
+            let producer = {
+                let outbox = Arc::clone(&outbox);
+                thread::spawn(move || {
+                    outbox.send(first, reply());
+                    outbox.send(second, reply());
+                })
+            };
+            let mut batch = Vec::new();
+            let (mut got_first, mut got_second) = (false, false);
+            loom::future::block_on(poll_fn(|cx| {
+                let _ = outbox.poll_deliver(cx, &mut batch);
+                got_first |= first_rx.try_recv().is_ok();
+                got_second |= second_rx.try_recv().is_ok();
+                if got_first && got_second { Poll::Ready(()) } else { Poll::Pending }
+            }));
+            producer.join().ok();
+        });
     }
 }

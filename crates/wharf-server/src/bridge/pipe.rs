@@ -9,10 +9,11 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
+
+use super::sync::{Mutex, MutexGuard};
 
 /// Bytes buffered before the producer waits for the client.
 pub(crate) const LIMIT: usize = 256 * 1024;
@@ -175,7 +176,7 @@ impl Pipe {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
@@ -241,5 +242,66 @@ mod tests {
         let waited = crate::bridge::park::block_on_until(pipe.wait_for_room(), deadline);
         assert_eq!(waited, Ok(Ok(())));
         assert!(matches!(consumer.join().ok(), Some(Poll::Ready(Taken::Data(_)))));
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::bridge::sync::{Arc, thread};
+
+    static FULL: [u8; LIMIT] = [0; LIMIT];
+
+    /// The consumer side, as hyper drives it: everything until the end.
+    fn drain(pipe: &Pipe) -> (usize, End) {
+        let mut taken = 0;
+        let end = loom::future::block_on(poll_fn(|cx| {
+            loop {
+                match pipe.poll_take(cx) {
+                    Poll::Ready(Taken::Data(data)) => taken += data.len(),
+                    Poll::Ready(Taken::End(end)) => return Poll::Ready(end),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }));
+        (taken, end)
+    }
+
+    /// A producer that fills the pipe waits for room and resumes; the consumer sees every
+    /// byte and the end, in every interleaving.
+    #[test]
+    fn a_full_pipe_resumes_and_delivers_everything() {
+        crate::bridge::sync::model(|| {
+            let pipe = Arc::new(Pipe::default());
+            let producer = {
+                let pipe = Arc::clone(&pipe);
+                thread::spawn(move || {
+                    pipe.push_bytes(Bytes::from_static(&FULL)).ok();
+                    assert!(pipe.is_full());
+                    assert_eq!(loom::future::block_on(pipe.wait_for_room()), Ok(()));
+                    pipe.push(b"end").ok();
+                    pipe.close(End::Complete);
+                })
+            };
+            assert_eq!(drain(&pipe), (LIMIT + 3, End::Complete));
+            producer.join().ok();
+        });
+    }
+
+    /// A producer waiting for room learns at once that the consumer is gone.
+    #[test]
+    fn a_waiting_producer_learns_the_consumer_is_gone() {
+        crate::bridge::sync::model(|| {
+            let pipe = Arc::new(Pipe::default());
+            let producer = {
+                let pipe = Arc::clone(&pipe);
+                thread::spawn(move || {
+                    pipe.push_bytes(Bytes::from_static(&FULL)).ok();
+                    loom::future::block_on(pipe.wait_for_room())
+                })
+            };
+            pipe.consumer_gone();
+            assert_eq!(producer.join().ok(), Some(Err(ConsumerGone)));
+        });
     }
 }

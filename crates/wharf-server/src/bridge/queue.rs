@@ -17,9 +17,8 @@
 //! woken is the one that went idle last: its stack and interpreter state are still in cache.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, Thread};
+use super::sync::thread::{self, Thread};
+use super::sync::{Arc, AtomicBool, Mutex, MutexGuard, Ordering};
 
 pub(crate) struct JobQueue<T> {
     state: Mutex<State<T>>,
@@ -179,7 +178,7 @@ impl<T> JobQueue<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
@@ -362,5 +361,45 @@ mod tests {
         let mut all: Vec<i32> = consumers.into_iter().flat_map(|c| c.join().unwrap_or_default()).collect();
         all.sort_unstable();
         assert_eq!(all, (0..500).collect::<Vec<_>>());
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+
+    /// Two consumers looping as the pool's threads do, a producer pushing two items and closing
+    /// the queue: in every interleaving each item is taken exactly once and both consumers
+    /// leave (a lost wake-up would leave one parked forever, which loom reports).
+    #[test]
+    fn every_item_is_taken_once_and_every_consumer_leaves() {
+        crate::bridge::sync::model(|| {
+            let q = Arc::new(JobQueue::new(2, 2));
+            let consumers: Vec<_> = (0..2)
+                .map(|_| {
+                    let q = Arc::clone(&q);
+                    thread::spawn(move || {
+                        let (mut got, mut searcher) = (Vec::new(), false);
+                        loop {
+                            if let Some(item) = q.try_pop(searcher) {
+                                searcher = false;
+                                got.push(item);
+                                q.done();
+                            } else if q.wait() {
+                                searcher = true;
+                            } else {
+                                return got;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            assert_eq!(q.push(1), Ok(()));
+            assert_eq!(q.push(2), Ok(()));
+            q.close();
+            let mut all: Vec<i32> = consumers.into_iter().flat_map(|c| c.join().unwrap_or_default()).collect();
+            all.sort_unstable();
+            assert_eq!(all, vec![1, 2]);
+        });
     }
 }
