@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: ./scripts/test.sh
 # Installs what it needs (Debian packages when missing, Python packages into .venv), runs the
-# Rust tests, builds and installs the wharf wheel, then runs every pytest suite under tests/.
+# toolchain gate (rustfmt, clippy, ruff), the Rust tests, builds and installs the wharf wheel,
+# then runs every pytest suite under tests/.
 # Extra arguments are passed to pytest (e.g. ./scripts/test.sh -k environ).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +18,16 @@ ensure_venv -r tests/requirements.txt
 export PATH="$root/.venv/bin:$PATH"
 export PYO3_PYTHON="$root/.venv/bin/python"
 
+log "Toolchain gate (rustfmt, clippy, ruff)"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+ruff check tests bench
+
 log "Rust tests (cargo test --workspace)"
 cargo test --workspace --quiet
+
+log "Model-checking the server's cross-thread primitives (scripts/loom.sh)"
+./scripts/loom.sh
 
 log "Building and installing the wharf wheel"
 rm -rf dist

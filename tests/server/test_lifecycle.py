@@ -3,17 +3,14 @@ Load loops are bounded in count and time; every wait is a readiness poll."""
 
 import os
 import re
-import shutil
 import signal
-import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import free_port, send_blocked_requests, APPS_DIR, WharfProcess, read_response, wait_for
+from conftest import free_port, send_blocked_requests, APPS_DIR, WharfProcess, wait_for
 
 
 

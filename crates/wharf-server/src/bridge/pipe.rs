@@ -277,7 +277,7 @@ mod loom_tests {
                 let pipe = Arc::clone(&pipe);
                 thread::spawn(move || {
                     pipe.push_bytes(Bytes::from_static(&FULL)).ok();
-                    assert!(pipe.is_full());
+                    // Full unless the consumer took it already; either way room comes.
                     assert_eq!(loom::future::block_on(pipe.wait_for_room()), Ok(()));
                     pipe.push(b"end").ok();
                     pipe.close(End::Complete);

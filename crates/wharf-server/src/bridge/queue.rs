@@ -367,23 +367,26 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
+    use crate::bridge::sync::AtomicUsize;
 
-    /// Two consumers looping as the pool's threads do, a producer pushing two items and closing
-    /// the queue: in every interleaving each item is taken exactly once and both consumers
-    /// leave (a lost wake-up would leave one parked forever, which loom reports).
+    /// Two consumers looping as the pool's threads do and a producer pushing two items: in
+    /// every interleaving each item is taken exactly once, before the queue is closed (so no
+    /// close() wakes a consumer that a push failed to wake), and then both consumers leave.
     #[test]
-    fn every_item_is_taken_once_and_every_consumer_leaves() {
+    fn every_item_is_taken_once_without_waiting_for_close() {
         crate::bridge::sync::model(|| {
             let q = Arc::new(JobQueue::new(2, 2));
+            let taken = Arc::new(AtomicUsize::new(0));
             let consumers: Vec<_> = (0..2)
                 .map(|_| {
-                    let q = Arc::clone(&q);
+                    let (q, taken) = (Arc::clone(&q), Arc::clone(&taken));
                     thread::spawn(move || {
                         let (mut got, mut searcher) = (Vec::new(), false);
                         loop {
                             if let Some(item) = q.try_pop(searcher) {
                                 searcher = false;
                                 got.push(item);
+                                taken.fetch_add(1, Ordering::AcqRel);
                                 q.done();
                             } else if q.wait() {
                                 searcher = true;
@@ -396,6 +399,10 @@ mod loom_tests {
                 .collect();
             assert_eq!(q.push(1), Ok(()));
             assert_eq!(q.push(2), Ok(()));
+            // A lost wake-up leaves this loop spinning, which loom reports.
+            while taken.load(Ordering::Acquire) < 2 {
+                thread::yield_now();
+            }
             q.close();
             let mut all: Vec<i32> = consumers.into_iter().flat_map(|c| c.join().unwrap_or_default()).collect();
             all.sort_unstable();
