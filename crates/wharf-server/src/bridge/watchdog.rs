@@ -43,13 +43,11 @@ impl Watchdog {
         let mut expired = 0;
         for slot in &self.slots {
             let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.as_ref().is_some_and(|r| r.since.elapsed() >= self.timeout) {
-                if let Some(running) = slot.take() {
-                    if running.expire.send(()).is_ok() {
+            if slot.as_ref().is_some_and(|r| r.since.elapsed() >= self.timeout)
+                && let Some(running) = slot.take()
+                    && running.expire.send(()).is_ok() {
                         expired += 1;
                     }
-                }
-            }
         }
         expired
     }

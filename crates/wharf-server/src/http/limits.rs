@@ -41,13 +41,11 @@ pub(crate) fn check(parts: &http::request::Parts, limits: &Limits) -> Result<(),
         return reject(StatusCode::BAD_REQUEST, "missing or repeated Host header");
     }
     check_framing(headers)?;
-    if limits.body > 0 {
-        if let Some(len) = content_length(headers) {
-            if len > limits.body {
+    if limits.body > 0
+        && let Some(len) = content_length(headers)
+            && len > limits.body {
                 return reject(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
             }
-        }
-    }
     Ok(())
 }
 

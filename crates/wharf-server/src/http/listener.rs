@@ -88,11 +88,10 @@ impl Listener {
             BindSpec::Unix(path) => {
                 // A socket file left behind by a previous run would make bind fail; anything
                 // that is not a socket is left alone so a typo never deletes a user's file.
-                if let Ok(meta) = std::fs::symlink_metadata(path) {
-                    if meta.file_type().is_socket() {
+                if let Ok(meta) = std::fs::symlink_metadata(path)
+                    && meta.file_type().is_socket() {
                         std::fs::remove_file(path).map_err(err)?;
                     }
-                }
                 Ok(Listener::Unix(UnixListener::bind(path).map_err(err)?))
             }
         }

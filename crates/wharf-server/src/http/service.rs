@@ -44,11 +44,10 @@ pub(crate) struct Shared {
 impl Shared {
     fn count_request(&self) {
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.recycle_after == Some(served) {
-            if let Some(control) = &self.control {
+        if self.recycle_after == Some(served)
+            && let Some(control) = &self.control {
                 control.send(WorkerMessage::Recycle { reason: RecycleReason::MaxRequests });
             }
-        }
     }
 }
 

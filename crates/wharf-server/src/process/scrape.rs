@@ -44,11 +44,10 @@ impl Scraper {
     /// The worker's channel closed: keep its counters, forget its gauges.
     pub(crate) fn retire(&self, id: u32) {
         let mut inner = self.lock();
-        if let Some(live) = inner.live.remove(&id) {
-            if let Some(last) = live.latest.borrow().1.clone() {
+        if let Some(live) = inner.live.remove(&id)
+            && let Some(last) = live.latest.borrow().1.clone() {
                 inner.retired.add(&last.without_gauges());
             }
-        }
     }
 
     pub(crate) fn restarted(&self, reason: &'static str) {

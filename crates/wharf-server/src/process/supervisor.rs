@@ -233,13 +233,12 @@ impl Supervisor {
 
     fn drain(&mut self, id: u32, why: &str) {
         let graceful = self.graceful_timeout;
-        if let Some(w) = self.workers.get_mut(&id) {
-            if !matches!(w.state, State::Draining { .. }) {
+        if let Some(w) = self.workers.get_mut(&id)
+            && !matches!(w.state, State::Draining { .. }) {
                 tracing::info!(worker = id, pid = w.pid, "draining worker ({why})");
                 send_signal(w.pid, libc::SIGTERM);
                 w.state = State::Draining { deadline: Instant::now() + graceful };
             }
-        }
     }
 
     fn on_event(&mut self, event: Event) {

@@ -244,13 +244,12 @@ pub(crate) fn percent_decode(input: &[u8]) -> Cow<'_, [u8]> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
-        if input[i] == b'%' && i + 2 < input.len() {
-            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
+        if input[i] == b'%' && i + 2 < input.len()
+            && let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
                 out.push(h << 4 | l);
                 i += 3;
                 continue;
             }
-        }
         out.push(input[i]);
         i += 1;
     }
@@ -322,11 +321,10 @@ fn protocol(version: Version) -> &'static str {
 
 /// Bytes as a Python str, one code point per byte (the PEP 3333 "native string" rule).
 pub(crate) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    if bytes.is_ascii() {
-        if let Ok(s) = std::str::from_utf8(bytes) {
+    if bytes.is_ascii()
+        && let Ok(s) = std::str::from_utf8(bytes) {
             return PyString::new(py, s);
         }
-    }
     let s: String = bytes.iter().map(|&b| char::from(b)).collect();
     PyString::new(py, &s)
 }

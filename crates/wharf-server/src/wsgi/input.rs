@@ -139,11 +139,10 @@ impl BodyReader {
             if want == 0 {
                 return Ok(out);
             }
-            if self.pending.is_empty() {
-                if let Fill::Eof = self.fill(py)? {
+            if self.pending.is_empty()
+                && let Fill::Eof = self.fill(py)? {
                     return Ok(out);
                 }
-            }
             let window = want.min(self.pending.len());
             let newline = if line { self.pending[..window].iter().position(|&b| b == b'\n') } else { None };
             match newline {
@@ -168,11 +167,10 @@ impl WsgiInput {
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         self.with_reader(|r| {
             let size = size_arg(size);
-            if size != Some(0) && r.pending.is_empty() {
-                if let Fill::Eof = r.fill(py)? {
+            if size != Some(0) && r.pending.is_empty()
+                && let Fill::Eof = r.fill(py)? {
                     return Ok(PyBytes::new(py, b""));
                 }
-            }
             // What was asked for is often in hand in one piece: copy it once, straight into
             // the bytes object.
             if let Some(n) = size.filter(|&n| n > 0 && n <= r.pending.len()) {
