@@ -38,3 +38,9 @@ ensure_venv() {
     .venv/bin/python -m pip install -q --upgrade pip
     if [ $# -gt 0 ]; then .venv/bin/python -m pip install -q "$@"; fi
 }
+
+# What only the test suite needs: nginx, run in front of wharf by the proxy tests
+# (tests/server/test_behind_nginx.py; the package's own service is not started).
+ensure_test_packages() {
+    if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then apt_install nginx; fi
+}

@@ -12,6 +12,7 @@ root=$(pwd)
 . scripts/common.sh
 
 ensure_system_packages
+ensure_test_packages
 
 log "Python environment (.venv)"
 ensure_venv -r tests/requirements.txt

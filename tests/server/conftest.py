@@ -206,3 +206,71 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+NGINX_CONF = """
+user root;
+worker_processes 1;
+daemon off;
+error_log {dir}/error.log info;
+pid {dir}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    client_max_body_size 16m;
+    upstream wharf {{
+        server 127.0.0.1:{upstream};
+        keepalive 4;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://wharf;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    """Factory: `nginx(server)` puts a real nginx in front of a WharfProcess, reusing upstream
+    connections as production setups do (keepalive), and returns its base URL."""
+    exe = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    assert exe, "nginx is not installed (scripts/test.sh installs the Debian package)"
+    started: list[subprocess.Popen] = []
+
+    def start(server: WharfProcess) -> str:
+        conf_dir = tmp_path / f"nginx-{len(started)}"
+        conf_dir.mkdir()
+        port = free_port()
+        conf = conf_dir / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=conf_dir, upstream=server.port, port=port))
+        log = open(conf_dir / "stderr.log", "wb")
+        proc = subprocess.Popen([exe, "-c", str(conf), "-p", str(conf_dir)], stderr=log)
+        started.append(proc)
+
+        def listening():
+            if proc.poll() is not None:
+                raise RuntimeError(f"nginx exited: {(conf_dir / 'stderr.log').read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(listening)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(10)

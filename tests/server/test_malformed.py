@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import WharfProcess, read_response
+from conftest import WharfProcess, read_response, recv_until_closed, wait_for
 
 # No case may keep the client waiting longer than this (the server's own timeouts are set
 # well below it, so a timeout here means the server hung).
@@ -203,3 +203,30 @@ def test_server_survives_the_whole_corpus(server):
         for sock in socks:
             sock.close()
     assert_server_serves(server)
+
+
+def test_requests_the_parser_refuses_leave_an_access_log_line(wharf):
+    server = wharf("http_apps:echo", "--access-log")
+    for data, status in [
+        (b"GE(T / HTTP/1.1\r\nHost: t\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"x" * 70_000 + b"\r\n\r\n", b"431"),
+    ]:
+        with server.connect() as sock:
+            sock.sendall(data)
+            assert recv_until_closed(sock).startswith(b"HTTP/1.1 " + status)
+    wait_for(lambda: '"-" 400 ' in server.stdout() and '"-" 431 ' in server.stdout())
+
+
+def test_an_http2_preface_gets_an_http11_answer(wharf):
+    server = wharf("http_apps:echo", "--access-log")
+    with server.connect() as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        status, headers, body, _ = read_response(sock)
+    assert status == 505 and headers["connection"] == ["close"]
+    assert b"HTTP/1.1" in body
+    wait_for(lambda: '"-" 505 ' in server.stdout())
+    # The server goes on serving HTTP/1.1.
+    with server.connect() as sock:
+        sock.sendall(b"GET /after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        status, _, _, _ = read_response(sock)
+    assert status == 200

@@ -119,6 +119,17 @@ pub(crate) struct Config {
     #[arg(long, env = "WHARF_GRACEFUL_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub(crate) graceful_timeout: Duration,
 
+    /// Seconds a starting worker may take to import the app and become ready before it is
+    /// killed and started again. Once ready, a worker silent for 30 s is replaced instead.
+    #[arg(long, env = "WHARF_STARTUP_TIMEOUT", default_value = "300", value_parser = parse_seconds)]
+    pub(crate) startup_timeout: Duration,
+
+    /// On SIGTERM, fail /readyz at once but keep serving for this many seconds before draining,
+    /// so load balancers (Kubernetes endpoints) stop sending new connections first. A second
+    /// SIGTERM, or SIGINT, drains at once. 0: drain at once.
+    #[arg(long, env = "WHARF_SHUTDOWN_DELAY", default_value = "0", value_parser = parse_seconds_or_zero)]
+    pub(crate) shutdown_delay: Duration,
+
     /// Replace a worker after it served this many requests (0: never), without dropping any.
     #[arg(long, env = "WHARF_MAX_REQUESTS", default_value_t = 0)]
     pub(crate) max_requests: u64,
@@ -183,10 +194,7 @@ impl Config {
 }
 
 fn parse_seconds(value: &str) -> Result<Duration, String> {
-    let secs: f64 = value
-        .trim()
-        .parse()
-        .map_err(|_| format!("{value:?} is not a number of seconds"))?;
+    let secs: f64 = value.trim().parse().map_err(|_| format!("{value:?} is not a number of seconds"))?;
     if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
         return Err(format!("{value:?} must be between 0 and 86400 seconds"));
     }
@@ -249,7 +257,10 @@ mod tests {
     fn seconds_and_root_path_are_validated() {
         assert!(parse(&["--header-timeout", "0", "app"]).is_err());
         assert!(parse(&["--header-timeout", "abc", "app"]).is_err());
-        assert_eq!(parse(&["--keep-alive-timeout", "0.5", "app"]).expect("parses").keep_alive_timeout, Duration::from_millis(500));
+        assert_eq!(
+            parse(&["--keep-alive-timeout", "0.5", "app"]).expect("parses").keep_alive_timeout,
+            Duration::from_millis(500)
+        );
         assert!(parse(&["--root-path", "api", "app"]).is_err());
         assert_eq!(parse(&["--root-path", "/api/", "app"]).expect("parses").root_path, "/api");
         assert!(parse(&["--threads", "0", "app"]).is_err());

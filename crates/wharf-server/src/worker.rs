@@ -119,7 +119,10 @@ impl Worker {
                 let control = start_control(control_fd, Arc::clone(&served), snapshot.clone(), stop_tx)?;
                 let shared = Arc::new(Shared {
                     queue,
-                    limits: Limits { request_line: config.limit_request_line as usize, body: config.limit_request_body },
+                    limits: Limits {
+                        request_line: config.limit_request_line as usize,
+                        body: config.limit_request_body,
+                    },
                     access_log,
                     timeout: watchdog.is_some(),
                     draining: Default::default(),
@@ -130,6 +133,7 @@ impl Worker {
                     tracing: otel.clone(),
                     trace_query: config.trace_query,
                     trusted_proxies: config.forwarded_allow_ips.clone(),
+                    io_timeout: config.io_timeout,
                 });
                 tokio::spawn(async move { outbox.deliver().await });
                 if let Some(dog) = watchdog {
@@ -204,10 +208,15 @@ fn start_control(
     snapshot: impl Fn() -> Snapshot + Send + 'static,
     stop: mpsc::Sender<&'static str>,
 ) -> Result<ControlClient, StartError> {
-    ControlClient::start(fd, move || served.load(Ordering::Relaxed), snapshot, move || {
-        tracing::warn!("supervisor is gone; draining");
-        stop.try_send("supervisor exit").ok();
-    })
+    ControlClient::start(
+        fd,
+        move || served.load(Ordering::Relaxed),
+        snapshot,
+        move || {
+            tracing::warn!("supervisor is gone; draining");
+            stop.try_send("supervisor exit").ok();
+        },
+    )
     .map_err(StartError::Runtime)
 }
 

@@ -94,3 +94,50 @@ def blocking(environ, start_response):
             return _json(start_response, {"released": False}, status="500 Internal Server Error")
         time.sleep(0.01)
     return _json(start_response, {"released": True})
+
+
+def framing(environ, start_response):
+    """Declares the Content-Length values in `?declared=` (repeatable; none: no header) and
+    produces the body in `?body=` as the `?shape=` says: `list`, `generator` (one chunk per
+    `|`-separated piece) or `write` (every piece through write(), then an empty list)."""
+    query = parse_qs(environ["QUERY_STRING"], keep_blank_values=True)
+    pieces = [piece.encode("latin-1") for piece in query.get("body", [""])[0].split("|")]
+    shape = query.get("shape", ["list"])[0]
+    headers = [("Content-Type", "text/plain")]
+    headers += [("Content-Length", value) for value in query.get("declared", [])]
+    write = start_response("200 OK", headers)
+    if shape == "write":
+        for piece in pieces:
+            write(piece)
+        return []
+    if shape == "generator":
+        return iter(pieces)
+    return [b"".join(pieces)]
+
+
+# What refuse() keeps alive, as a framework's reference cycles would until the next GC pass.
+KEPT_INPUTS: list = []
+
+
+def refuse(environ, start_response):
+    """Answers 403 without reading the body, keeping `wsgi.input` referenced afterwards."""
+    KEPT_INPUTS.append(environ["wsgi.input"])
+    del KEPT_INPUTS[:-16]
+    if environ["PATH_INFO"] == "/read":
+        environ["wsgi.input"].read()
+    body = f"refused {environ['REQUEST_METHOD']} {environ['PATH_INFO']}".encode()
+    start_response("403 Forbidden", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def swallow(environ, start_response):
+    """Reads the body as a framework does, turning any error into its own 500 page."""
+    try:
+        body = environ["wsgi.input"].read()
+    except Exception as exc:  # noqa: BLE001 - what frameworks do with a failed read
+        page = f"framework error page: {type(exc).__name__}".encode()
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain"), ("Content-Length", str(len(page)))])
+        return [page]
+    reply = f"read {len(body)}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(reply)))])
+    return [reply]

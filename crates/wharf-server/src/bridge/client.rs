@@ -68,8 +68,14 @@ mod tests {
     #[test]
     fn the_socket_peer_unless_a_proxy_says_otherwise() {
         let direct = client(Forwarded::default());
-        assert_eq!((direct.address().as_deref(), direct.port(), direct.scheme()), (Some("10.0.0.1"), Some(4711), "http"));
+        assert_eq!(
+            (direct.address().as_deref(), direct.port(), direct.scheme()),
+            (Some("10.0.0.1"), Some(4711), "http")
+        );
         let proxied = client(Forwarded { remote_addr: Some("192.0.2.9".into()), scheme: Some("https"), host: None });
-        assert_eq!((proxied.address().as_deref(), proxied.port(), proxied.scheme()), (Some("192.0.2.9"), None, "https"));
+        assert_eq!(
+            (proxied.address().as_deref(), proxied.port(), proxied.scheme()),
+            (Some("192.0.2.9"), None, "https")
+        );
     }
 }

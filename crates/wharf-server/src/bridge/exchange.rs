@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::client::Client;
 use super::pipe::Pipe;
-use super::request_body::RequestBody;
+use super::request_body::SharedBody;
 use super::stamp::Stamp;
 
 /// One request waiting for (or being served by) a Python thread.
@@ -19,7 +19,7 @@ pub(crate) struct Job {
     pub(crate) parts: http::request::Parts,
     /// `None` when the request cannot carry a body (no Content-Length, no Transfer-Encoding),
     /// so the app sees an empty `wsgi.input` without touching the connection.
-    pub(crate) body: Option<RequestBody>,
+    pub(crate) body: Option<Arc<SharedBody>>,
     /// Who sent it, as computed once on the I/O side.
     pub(crate) client: Client,
     pub(crate) reply: oneshot::Sender<Reply>,

@@ -22,6 +22,6 @@ pub(crate) use exchange::{Job, JobTrace, Reply, ReplyBody, StreamAborted};
 pub(crate) use outbox::Outbox;
 pub(crate) use pipe::{End, Pipe, Taken};
 pub(crate) use queue::{JobQueue, PushError};
-pub(crate) use request_body::RequestBody;
+pub(crate) use request_body::{BodyFailure, RequestBody, Settled, SharedBody};
 pub(crate) use stamp::Stamp;
 pub(crate) use watchdog::Watchdog;

@@ -16,9 +16,9 @@
 //! thread blocks (I/O, sleep), so blocking apps still fan out over all threads. The thread
 //! woken is the one that went idle last: its stack and interpreter state are still in cache.
 
-use std::collections::VecDeque;
 use super::sync::thread::{self, Thread};
 use super::sync::{Arc, AtomicBool, Mutex, MutexGuard, Ordering};
+use std::collections::VecDeque;
 
 pub(crate) struct JobQueue<T> {
     state: Mutex<State<T>>,

@@ -45,9 +45,10 @@ impl Watchdog {
             let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
             if slot.as_ref().is_some_and(|r| r.since.elapsed() >= self.timeout)
                 && let Some(running) = slot.take()
-                    && running.expire.send(()).is_ok() {
-                        expired += 1;
-                    }
+                && running.expire.send(()).is_ok()
+            {
+                expired += 1;
+            }
         }
         expired
     }

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::response_body::OnFinish;
-use crate::bridge::Client;
+use crate::bridge::{Client, Forwarded, Peer};
 use crate::config::AccessLogFormat;
 
 const BUFFERED_LINES: usize = 16 * 1024;
@@ -56,9 +56,8 @@ pub(crate) struct AccessRecord {
     pub(crate) log: AccessLog,
     /// Who sent the request (through trusted proxies, the original client).
     pub(crate) client: Client,
-    pub(crate) method: http::Method,
-    pub(crate) target: String,
-    pub(crate) version: http::Version,
+    /// `None` for a request the HTTP parser refused before it had one.
+    pub(crate) request: Option<RequestLine>,
     pub(crate) status: u16,
     pub(crate) referer: Option<String>,
     pub(crate) user_agent: Option<String>,
@@ -66,6 +65,32 @@ pub(crate) struct AccessRecord {
     pub(crate) started_wall: SystemTime,
     /// The request's trace id, when tracing is on.
     pub(crate) trace_id: Option<String>,
+}
+
+pub(crate) struct RequestLine {
+    pub(crate) method: http::Method,
+    pub(crate) target: String,
+    pub(crate) version: http::Version,
+}
+
+impl AccessLog {
+    /// A line for a request refused while its head was parsed (hyper answered `status`
+    /// itself), or for a connection wharf answered without a request (an HTTP/2 preface):
+    /// without a request there are no proxy headers, so the client is the socket peer.
+    pub(crate) fn unparsed(&self, peer: &Arc<Peer>, status: u16) {
+        let record = AccessRecord {
+            log: self.clone(),
+            client: Client { peer: Arc::clone(peer), forwarded: Forwarded::default() },
+            request: None,
+            status,
+            referer: None,
+            user_agent: None,
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+            trace_id: None,
+        };
+        Box::new(record).finish(0, true);
+    }
 }
 
 impl OnFinish for AccessRecord {
@@ -91,14 +116,13 @@ fn quoted(value: Option<&str>) -> String {
 }
 
 impl AccessRecord {
-
     fn combined(&self, bytes: u64, elapsed: Duration) -> String {
-        let request = format!("{} {} {}", self.method, self.target, version_str(self.version));
+        let request = self.request.as_ref().map(|r| format!("{} {} {}", r.method, r.target, version_str(r.version)));
         format!(
             "{} - - [{}] {} {} {} {} {} {:.6}",
             self.client.address().as_deref().unwrap_or("-"),
             clf_time(self.started_wall),
-            quoted(Some(&request)),
+            quoted(request.as_deref()),
             self.status,
             if bytes == 0 { "-".to_owned() } else { bytes.to_string() },
             quoted(self.referer.as_deref()),
@@ -112,9 +136,9 @@ impl AccessRecord {
             "time": rfc3339(self.started_wall),
             "remote_addr": self.client.address(),
             "remote_port": self.client.port(),
-            "method": self.method.as_str(),
-            "target": self.target,
-            "protocol": version_str(self.version),
+            "method": self.request.as_ref().map(|r| r.method.as_str()),
+            "target": self.request.as_ref().map(|r| r.target.as_str()),
+            "protocol": self.request.as_ref().map(|r| version_str(r.version)),
             "status": self.status,
             "bytes": bytes,
             "duration_s": elapsed.as_secs_f64(),
@@ -168,10 +192,7 @@ fn clf_time(t: SystemTime) -> String {
 
 pub(crate) fn rfc3339(t: SystemTime) -> String {
     let u = utc(t);
-    format!(
-        "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        u.year, u.month, u.day, u.hour, u.minute, u.second, u.micros
-    )
+    format!("{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", u.year, u.month, u.day, u.hour, u.minute, u.second, u.micros)
 }
 
 #[cfg(test)]

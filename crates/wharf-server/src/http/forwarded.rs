@@ -99,7 +99,9 @@ fn forwarded_node(value: &str) -> String {
         return rest.split(']').next().unwrap_or(rest).to_owned();
     }
     match v.rsplit_once(':') {
-        Some((host, port)) if v.matches(':').count() == 1 && port.bytes().all(|b| b.is_ascii_digit()) => host.to_owned(),
+        Some((host, port)) if v.matches(':').count() == 1 && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host.to_owned()
+        }
         _ => v.to_owned(),
     }
 }
@@ -111,12 +113,8 @@ pub(crate) fn client_view(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &T
     if !trusted.trusts(peer) {
         return Forwarded::default();
     }
-    let forwarded: Vec<&str> = headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect();
+    let forwarded: Vec<&str> =
+        headers.get_all("forwarded").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).collect();
     if !forwarded.is_empty() {
         let mut chain = Vec::new();
         let mut view = Forwarded::default();
@@ -178,7 +176,8 @@ mod tests {
 
     #[test]
     fn untrusted_peers_change_nothing() {
-        let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("forwarded", "for=5.6.7.8")]);
+        let h =
+            headers(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("forwarded", "for=5.6.7.8")]);
         assert_eq!(client_view(&h, Some("192.168.1.1".parse().expect("ip")), &local()), Forwarded::default());
     }
 

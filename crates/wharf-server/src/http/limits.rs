@@ -35,6 +35,12 @@ pub(crate) fn check(parts: &http::request::Parts, limits: &Limits) -> Result<(),
     if line > limits.request_line {
         return reject(StatusCode::URI_TOO_LONG, "request line too long");
     }
+    if parts.method == http::Method::CONNECT {
+        // A tunnel is a proxy's job; an app that answered 2xx would leave hyper expecting to
+        // switch the connection to raw bytes, and the client with an empty reply. (400, not
+        // 405: a 405 must list the methods the resource allows, which only the app knows.)
+        return reject(StatusCode::BAD_REQUEST, "CONNECT is not supported: wharf is not a proxy");
+    }
     let hosts = headers.get_all(header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && parts.version == Version::HTTP_11) {
         // RFC 9112 §3.2: exactly one Host in HTTP/1.1 requests.
@@ -43,9 +49,10 @@ pub(crate) fn check(parts: &http::request::Parts, limits: &Limits) -> Result<(),
     check_framing(headers)?;
     if limits.body > 0
         && let Some(len) = content_length(headers)
-            && len > limits.body {
-                return reject(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-            }
+        && len > limits.body
+    {
+        return reject(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    }
     Ok(())
 }
 

@@ -34,12 +34,8 @@ impl FromStr for BindSpec {
         if let Ok(addr) = value.parse::<SocketAddr>() {
             return Ok(BindSpec::Tcp(addr));
         }
-        let (host, port) = value
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{value:?} is not HOST:PORT or unix:/path"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("{value:?}: {port:?} is not a port number"))?;
+        let (host, port) = value.rsplit_once(':').ok_or_else(|| format!("{value:?} is not HOST:PORT or unix:/path"))?;
+        let port: u16 = port.parse().map_err(|_| format!("{value:?}: {port:?} is not a port number"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         (host, 0)
             .to_socket_addrs()
@@ -89,9 +85,10 @@ impl Listener {
                 // A socket file left behind by a previous run would make bind fail; anything
                 // that is not a socket is left alone so a typo never deletes a user's file.
                 if let Ok(meta) = std::fs::symlink_metadata(path)
-                    && meta.file_type().is_socket() {
-                        std::fs::remove_file(path).map_err(err)?;
-                    }
+                    && meta.file_type().is_socket()
+                {
+                    std::fs::remove_file(path).map_err(err)?;
+                }
                 Ok(Listener::Unix(UnixListener::bind(path).map_err(err)?))
             }
         }

@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::bridge::{ReplyBody, StreamAborted};
 use crate::bridge::{End, Pipe, Taken};
+use crate::bridge::{ReplyBody, StreamAborted};
 
 /// Runs when the response body is finished or dropped (client gone), whichever comes first.
 pub(crate) trait OnFinish: Send + 'static {
@@ -18,6 +18,8 @@ pub(crate) trait OnFinish: Send + 'static {
 enum Source {
     Full(Bytes),
     Stream(Arc<Pipe>),
+    /// The stream ended without completing; the error is reported on the next poll.
+    Aborting,
     Done,
 }
 
@@ -58,10 +60,7 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = StreamAborted;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, StreamAborted>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, StreamAborted>>> {
         let taken = match &mut self.source {
             Source::Done => return Poll::Ready(None),
             Source::Full(_) => {
@@ -76,6 +75,10 @@ impl Body for ResponseBody {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(taken) => taken,
             },
+            Source::Aborting => {
+                self.source = Source::Done;
+                return Poll::Ready(Some(Err(StreamAborted)));
+            }
         };
         match taken {
             Taken::Data(bytes) => self.data(bytes),
@@ -85,7 +88,12 @@ impl Body for ResponseBody {
                     self.completed = true;
                     Poll::Ready(None)
                 } else {
-                    Poll::Ready(Some(Err(StreamAborted)))
+                    // hyper drops what it has buffered when a body fails: give it one turn
+                    // to flush first (it flushes when the body is pending), so the client
+                    // gets the bytes produced before the connection is cut.
+                    self.source = Source::Aborting;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
                 }
             }
         }
@@ -99,7 +107,7 @@ impl Body for ResponseBody {
         match &self.source {
             Source::Full(bytes) => SizeHint::with_exact(bytes.len() as u64),
             Source::Done => SizeHint::with_exact(0),
-            Source::Stream(_) => SizeHint::default(),
+            Source::Stream(_) | Source::Aborting => SizeHint::default(),
         }
     }
 }

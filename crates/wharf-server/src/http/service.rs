@@ -12,11 +12,13 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
-use super::access_log::{AccessLog, AccessRecord};
+use super::access_log::{AccessLog, AccessRecord, RequestLine};
 use super::forwarded::{self, TrustedProxies};
 use super::limits::{self, Limits};
 use super::response_body::{OnFinish, ResponseBody};
-use crate::bridge::{Client, Job, JobQueue, JobTrace, Peer, PushError, Reply, RequestBody, Stamp};
+use crate::bridge::{
+    Client, Job, JobQueue, JobTrace, Peer, PushError, Reply, ReplyBody, RequestBody, Settled, SharedBody, Stamp,
+};
 use crate::observe::{self, Rejection, RequestSpan, Tracing, WorkerMetrics};
 use crate::process::{ControlClient, RecycleReason, WorkerMessage};
 
@@ -39,15 +41,18 @@ pub(crate) struct Shared {
     pub(crate) trace_query: bool,
     /// `--forwarded-allow-ips`: peers whose proxy headers set the client view.
     pub(crate) trusted_proxies: TrustedProxies,
+    /// `--io-timeout`: how long draining a request body the app left unread may take.
+    pub(crate) io_timeout: Duration,
 }
 
 impl Shared {
     fn count_request(&self) {
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         if self.recycle_after == Some(served)
-            && let Some(control) = &self.control {
-                control.send(WorkerMessage::Recycle { reason: RecycleReason::MaxRequests });
-            }
+            && let Some(control) = &self.control
+        {
+            control.send(WorkerMessage::Recycle { reason: RecycleReason::MaxRequests });
+        }
     }
 }
 
@@ -67,6 +72,11 @@ pub(crate) struct ConnState {
     reads_at_head_wait: AtomicU64,
     /// When (after `epoch`) a write started waiting for the client to read, if one is.
     write_blocked_since: Stamp,
+    /// A response closed the connection with a request body still arriving: discard the rest
+    /// before closing the socket (see `server::LINGER`).
+    linger: AtomicBool,
+    /// The connection opened with an HTTP/2 preface, answered with 505.
+    h2_preface: AtomicBool,
     epoch: Instant,
 }
 
@@ -81,6 +91,8 @@ impl ConnState {
             head_wait_since: Stamp::new(Some(Duration::ZERO)),
             reads_at_head_wait: AtomicU64::new(0),
             write_blocked_since: Stamp::default(),
+            linger: AtomicBool::new(false),
+            h2_preface: AtomicBool::new(false),
             epoch: Instant::now(),
         }
     }
@@ -121,6 +133,23 @@ impl ConnState {
     fn start_head_wait(&self) {
         self.reads_at_head_wait.store(self.reads.load(Ordering::Relaxed), Ordering::Relaxed);
         self.head_wait_since.set(self.epoch.elapsed());
+    }
+
+    /// No byte was read on this connection yet.
+    pub(crate) fn first_read(&self) -> bool {
+        self.reads.load(Ordering::Relaxed) == 0
+    }
+
+    pub(crate) fn refuse_h2_preface(&self) {
+        self.h2_preface.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused_h2_preface(&self) -> bool {
+        self.h2_preface.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn wants_linger(&self) -> bool {
+        self.linger.load(Ordering::Relaxed)
     }
 
     pub(crate) fn write_blocked(&self) {
@@ -171,6 +200,9 @@ struct Finish {
     record: Option<AccessRecord>,
     /// The request's trace span and the queue wait the Python thread reports for it.
     span: Option<(RequestSpan, Arc<Stamp>)>,
+    /// A streamed response's request body, settled once the app is done with both.
+    body: Option<Arc<SharedBody>>,
+    version: http::Version,
 }
 
 impl Finish {
@@ -192,9 +224,11 @@ impl Finish {
         let record = shared.access_log.as_ref().map(|log| AccessRecord {
             log: log.clone(),
             client: client.clone(),
-            method: parts.method.clone(),
-            target: parts.uri.to_string(),
-            version: parts.version,
+            request: Some(RequestLine {
+                method: parts.method.clone(),
+                target: parts.uri.to_string(),
+                version: parts.version,
+            }),
             status: 0,
             referer: header_string(parts, header::REFERER),
             user_agent: header_string(parts, header::USER_AGENT),
@@ -209,6 +243,8 @@ impl Finish {
             started: arrived,
             record,
             span: span.zip(trace.as_ref().map(|t| Arc::clone(&t.acquired))),
+            body: None,
+            version: parts.version,
         };
         (finish, trace)
     }
@@ -216,6 +252,14 @@ impl Finish {
 
 impl OnFinish for Finish {
     fn finish(self: Box<Self>, bytes_sent: u64, completed: bool) {
+        if let Some(body) = &self.body {
+            // The head is out: an unread body that cannot be drained makes hyper close the
+            // connection after this response.
+            let conn = &self.in_flight.0;
+            if body.settle(conn.shared.io_timeout) == Settled::Close {
+                conn.linger.store(true, Ordering::Relaxed);
+            }
+        }
         if let Some((mut span, acquired)) = self.span {
             if let Some(waited) = acquired.get() {
                 span.queued(waited);
@@ -255,6 +299,14 @@ fn with_finish(mut response: Response<ResponseBody>, status: StatusCode, mut fin
         // closing idle connections under its feet, is what makes draining lose nothing.
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    let closes =
+        response.headers().get(header::CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    if closes && finish.version == http::Version::HTTP_10 {
+        // hyper answers an HTTP/1.0 keep-alive request with `keep-alive` appended to the
+        // Connection header of a 1.1-versioned response, even after `close`; a 1.0 response
+        // is how it learns that this connection ends.
+        *response.version_mut() = http::Version::HTTP_10;
+    }
     let (parts, body) = response.into_parts();
     let body = body.with_finish(Box::new(finish));
     Response::from_parts(parts, body)
@@ -267,7 +319,7 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Resu
     let (parts, body) = req.into_parts();
     let client = conn.client(&parts);
     let arrived = Instant::now();
-    let (finish, trace) = Finish::start(&conn, &parts, &client, arrived);
+    let (mut finish, trace) = Finish::start(&conn, &parts, &client, arrived);
 
     if let Err(rejection) = limits::check(&parts, &shared.limits) {
         shared.metrics.rejected(match rejection.status {
@@ -276,6 +328,9 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Resu
             _ => Rejection::BadRequest,
         });
         tracing::info!(status = rejection.status.as_u16(), peer = ?conn.peer.remote, "rejected request: {}", rejection.reason);
+        if limits::has_body(&parts.headers) {
+            conn.linger.store(true, Ordering::Relaxed);
+        }
         return Ok(respond(rejection.status, rejection.reason, true, finish));
     }
     let body = read_ahead(&parts, body).await;
@@ -286,13 +341,16 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Resu
     } else {
         (None, None)
     };
-    let job = Job { parts, body, client, reply: reply_tx, expire, enqueued: arrived, trace };
+    let version = parts.version;
+    let job = Job { parts, body: body.clone(), client, reply: reply_tx, expire, enqueued: arrived, trace };
     match shared.queue.push(job) {
         Ok(()) => {}
-        Err(PushError::Full(_)) => {
+        Err(PushError::Full(job)) => {
+            drop(job);
             shared.metrics.rejected(Rejection::QueueFull);
             tracing::warn!("request queue full: answering 503");
-            return Ok(respond(StatusCode::SERVICE_UNAVAILABLE, "Server busy, try again", false, finish));
+            let close = settle(body.as_deref(), &conn);
+            return Ok(respond(StatusCode::SERVICE_UNAVAILABLE, "Server busy, try again", close, finish));
         }
         Err(PushError::Closed(_)) => {
             shared.metrics.rejected(Rejection::ShuttingDown);
@@ -315,12 +373,23 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Resu
     let Ok(reply) = reply else {
         return Ok(respond(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", true, finish));
     };
-    Ok(from_reply(reply, finish))
+    // Decided now, whatever Python objects still hold `wsgi.input`: a complete reply means the
+    // app is done with the body. A stream's app may still read it, so that waits for its end.
+    let close = match &reply.body {
+        ReplyBody::Full(_) => settle(body.as_deref(), &conn),
+        ReplyBody::Stream(_) => {
+            finish.body = body;
+            // HTTP/1.0 has no chunked coding: a body of unknown length ends with the
+            // connection, and the head must say so rather than promise keep-alive.
+            version == http::Version::HTTP_10 && !reply.headers.contains_key(header::CONTENT_LENGTH)
+        }
+    };
+    Ok(from_reply(reply, close, finish))
 }
 
 /// The body handle for the Python thread, with what the client already sent read ahead; `None`
 /// when the request carries no body.
-async fn read_ahead(parts: &http::request::Parts, body: Incoming) -> Option<RequestBody> {
+async fn read_ahead(parts: &http::request::Parts, body: Incoming) -> Option<Arc<SharedBody>> {
     if !limits::has_body(&parts.headers) {
         return None;
     }
@@ -330,17 +399,30 @@ async fn read_ahead(parts: &http::request::Parts, body: Incoming) -> Option<Requ
         Poll::Ready(())
     })
     .await;
-    Some(body)
+    Some(Arc::new(SharedBody::new(body, &parts.headers)))
 }
 
-/// The response for the app's reply.
-fn from_reply(reply: Reply, finish: Finish) -> Response<ResponseBody> {
+/// The response for the app's reply; `close` ends the connection after it.
+fn from_reply(reply: Reply, close: bool, finish: Finish) -> Response<ResponseBody> {
     let status = reply.status;
     let mut response = Response::new(ResponseBody::new(reply.body));
     *response.status_mut() = reply.status;
     *response.headers_mut() = reply.headers;
+    if close {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(reason) = reply.reason {
         response.extensions_mut().insert(reason);
     }
     with_finish(response, status, finish)
+}
+
+/// Settles the request body of a response about to go out; true when the response must close
+/// the connection (the socket then lingers to take the rest of the body).
+fn settle(body: Option<&SharedBody>, conn: &ConnState) -> bool {
+    let close = body.is_some_and(|body| body.settle(conn.shared.io_timeout) == Settled::Close);
+    if close {
+        conn.linger.store(true, Ordering::Relaxed);
+    }
+    close
 }

@@ -59,7 +59,11 @@ struct Histogram {
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
-        Histogram { bounds, buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(), sum_nanos: AtomicU64::new(0) }
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
     }
 
     fn observe(&self, value: f64) {
@@ -278,9 +282,27 @@ pub(crate) fn render(s: &Snapshot, process: &ProcessStats) -> String {
         let (method, status) = key.split_once(' ').unwrap_or((key, "0"));
         let _ = writeln!(out, "wharf_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}");
     }
-    histogram(&mut out, "wharf_request_duration_seconds", "Time from request head to the end of the response.", &SECONDS_BUCKETS, &s.duration);
-    histogram(&mut out, "wharf_request_queue_seconds", "Time a request waited for a free Python thread.", &SECONDS_BUCKETS, &s.queue);
-    histogram(&mut out, "wharf_request_body_bytes", "Request body sizes read by the application.", &BYTES_BUCKETS, &s.request_bytes);
+    histogram(
+        &mut out,
+        "wharf_request_duration_seconds",
+        "Time from request head to the end of the response.",
+        &SECONDS_BUCKETS,
+        &s.duration,
+    );
+    histogram(
+        &mut out,
+        "wharf_request_queue_seconds",
+        "Time a request waited for a free Python thread.",
+        &SECONDS_BUCKETS,
+        &s.queue,
+    );
+    histogram(
+        &mut out,
+        "wharf_request_body_bytes",
+        "Request body sizes read by the application.",
+        &BYTES_BUCKETS,
+        &s.request_bytes,
+    );
     histogram(&mut out, "wharf_response_body_bytes", "Response body sizes sent.", &BYTES_BUCKETS, &s.response_bytes);
     gauge(&mut out, "wharf_requests_in_flight", "Requests received and not yet fully answered.", s.in_flight);
     gauge(&mut out, "wharf_requests_queued", "Requests waiting for a free Python thread.", s.queued);
@@ -288,17 +310,30 @@ pub(crate) fn render(s: &Snapshot, process: &ProcessStats) -> String {
     gauge(&mut out, "wharf_python_threads_total", "Python threads in all ready workers.", s.threads_total);
     gauge(&mut out, "wharf_connections_open", "Open client connections.", s.connections_open);
     gauge(&mut out, "wharf_workers", "Worker processes ready to serve.", process.workers);
-    let _ = writeln!(out, "# HELP wharf_worker_restarts_total Workers replaced, by reason.\n# TYPE wharf_worker_restarts_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP wharf_worker_restarts_total Workers replaced, by reason.\n# TYPE wharf_worker_restarts_total counter"
+    );
     for (reason, n) in &process.restarts {
         let _ = writeln!(out, "wharf_worker_restarts_total{{reason=\"{reason}\"}} {n}");
     }
-    let _ = writeln!(out, "# HELP wharf_rejected_total Requests refused by the server itself, by reason.\n# TYPE wharf_rejected_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP wharf_rejected_total Requests refused by the server itself, by reason.\n# TYPE wharf_rejected_total counter"
+    );
     for (_, name) in REJECTIONS {
-        let _ = writeln!(out, "wharf_rejected_total{{reason=\"{name}\"}} {}", s.rejected.get(name).copied().unwrap_or(0));
+        let _ =
+            writeln!(out, "wharf_rejected_total{{reason=\"{name}\"}} {}", s.rejected.get(name).copied().unwrap_or(0));
     }
-    let _ = writeln!(out, "# HELP wharf_otel_spans_dropped_total Trace spans dropped because the export queue was full.\n# TYPE wharf_otel_spans_dropped_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP wharf_otel_spans_dropped_total Trace spans dropped because the export queue was full.\n# TYPE wharf_otel_spans_dropped_total counter"
+    );
     let _ = writeln!(out, "wharf_otel_spans_dropped_total {}", s.spans_dropped);
-    let _ = writeln!(out, "# HELP wharf_access_log_lines_dropped_total Access-log lines dropped because stdout did not keep up.\n# TYPE wharf_access_log_lines_dropped_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP wharf_access_log_lines_dropped_total Access-log lines dropped because stdout did not keep up.\n# TYPE wharf_access_log_lines_dropped_total counter"
+    );
     let _ = writeln!(out, "wharf_access_log_lines_dropped_total {}", s.access_log_dropped);
     out
 }
@@ -314,7 +349,12 @@ mod tests {
         a.request_started();
         a.request_finished(method_index(&http::Method::GET), 200, Duration::from_millis(3), 100);
         b.request_started();
-        b.request_finished(method_index(&http::Method::from_bytes(b"BREW").expect("token")), 404, Duration::from_secs(100), 0);
+        b.request_finished(
+            method_index(&http::Method::from_bytes(b"BREW").expect("token")),
+            404,
+            Duration::from_secs(100),
+            0,
+        );
         b.rejected(Rejection::QueueFull);
         let mut total = a.snapshot((2, 0), 0, 1);
         total.add(&b.snapshot((1, 1), 3, 2));

@@ -23,9 +23,7 @@ const SCRAPE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     response
 }
@@ -39,10 +37,9 @@ async fn route(req: Request<Incoming>, health: Arc<Health>, scraper: Arc<Scraper
         let totals = scraper.collect(SCRAPE_WAIT).await;
         let process = ProcessStats { workers: snap.ready_workers, restarts: scraper.restarts() };
         let mut response = reply(StatusCode::OK, render_metrics(&totals, &process));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
         return response;
     }
     let detail = serde_json::json!({

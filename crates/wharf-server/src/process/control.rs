@@ -38,12 +38,19 @@ impl RecycleReason {
 pub(crate) enum WorkerMessage {
     /// The app is imported and the worker accepts connections.
     Ready,
-    Heartbeat { served: u64 },
+    Heartbeat {
+        served: u64,
+    },
     /// Please start a replacement and then drain this worker.
-    Recycle { reason: RecycleReason },
+    Recycle {
+        reason: RecycleReason,
+    },
     /// The worker's metrics, answering `Snapshot { seq }` (or `seq: u64::MAX` as the last word
     /// of an exiting worker).
-    Metrics { seq: u64, snapshot: Box<Snapshot> },
+    Metrics {
+        seq: u64,
+        snapshot: Box<Snapshot>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,11 +210,16 @@ mod tests {
         let (supervisor_end, worker_end) = std::os::unix::net::UnixStream::pair().expect("socket pair");
         let (got_tx, mut got) = mpsc::unbounded_channel();
         let (ended_tx, ended) = oneshot::channel();
-        let channel = WorkerChannel::start(supervisor_end, move |msg| got_tx.send(msg).is_ok(), move || {
-            ended_tx.send(()).ok();
-        })
+        let channel = WorkerChannel::start(
+            supervisor_end,
+            move |msg| got_tx.send(msg).is_ok(),
+            move || {
+                ended_tx.send(()).ok();
+            },
+        )
         .expect("supervisor half");
-        let client = ControlClient::start(OwnedFd::from(worker_end), || 3, Snapshot::default, || {}).expect("worker half");
+        let client =
+            ControlClient::start(OwnedFd::from(worker_end), || 3, Snapshot::default, || {}).expect("worker half");
         client.send(WorkerMessage::Ready);
         assert!(channel.send(SupervisorMessage::Snapshot { seq: 7 }));
         let mut seen = Vec::new();

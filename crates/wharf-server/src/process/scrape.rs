@@ -45,9 +45,10 @@ impl Scraper {
     pub(crate) fn retire(&self, id: u32) {
         let mut inner = self.lock();
         if let Some(live) = inner.live.remove(&id)
-            && let Some(last) = live.latest.borrow().1.clone() {
-                inner.retired.add(&last.without_gauges());
-            }
+            && let Some(last) = live.latest.borrow().1.clone()
+        {
+            inner.retired.add(&last.without_gauges());
+        }
     }
 
     pub(crate) fn restarted(&self, reason: &'static str) {

@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
 use super::control::{RecycleReason, WorkerChannel, WorkerMessage};
 use super::handoff::{HANDOFF_ENV, Handoff, SharedSocket};
 use super::health::{Health, STALE_HEARTBEAT};
 use super::reload::SourceWatcher;
 use super::scrape::Scraper;
+use crate::config::Config;
 
-/// A worker silent this long is considered hung and killed.
+/// A ready worker silent this long is considered hung and killed. A starting one is allowed
+/// `--startup-timeout` instead: importing an app holds the GIL, and heartbeats with it.
 const HUNG_WORKER: Duration = Duration::from_secs(30);
 /// Consecutive start failures, before any worker was ever ready, that end the server.
 const MAX_START_FAILURES: u32 = 5;
@@ -48,6 +49,7 @@ struct Worker {
     /// Replace this worker once a successor is ready.
     retire: Option<&'static str>,
     last_heartbeat: Instant,
+    started: Instant,
 }
 
 enum Event {
@@ -67,6 +69,10 @@ pub(crate) struct Supervisor {
     command: WorkerCommand,
     sockets: Vec<SharedSocket>,
     graceful_timeout: Duration,
+    startup_timeout: Duration,
+    shutdown_delay: Duration,
+    /// A stop signal under `--shutdown-delay`: /readyz fails, and the drain begins at the instant.
+    delayed_stop: Option<(&'static str, Instant)>,
     health: Arc<Health>,
     scraper: Arc<Scraper>,
     watcher: Option<SourceWatcher>,
@@ -129,6 +135,9 @@ impl Supervisor {
             command,
             sockets,
             graceful_timeout: config.graceful_timeout,
+            startup_timeout: config.startup_timeout,
+            shutdown_delay: config.shutdown_delay,
+            delayed_stop: None,
             health,
             scraper,
             watcher,
@@ -179,7 +188,9 @@ impl Supervisor {
         });
         self.connect(id, ours)?;
         tracing::info!(worker = id, pid, "started worker");
-        self.workers.insert(id, Worker { pid, state: State::Starting, retire: None, last_heartbeat: Instant::now() });
+        let now = Instant::now();
+        self.workers
+            .insert(id, Worker { pid, state: State::Starting, retire: None, last_heartbeat: now, started: now });
         Ok(id)
     }
 
@@ -234,11 +245,12 @@ impl Supervisor {
     fn drain(&mut self, id: u32, why: &str) {
         let graceful = self.graceful_timeout;
         if let Some(w) = self.workers.get_mut(&id)
-            && !matches!(w.state, State::Draining { .. }) {
-                tracing::info!(worker = id, pid = w.pid, "draining worker ({why})");
-                send_signal(w.pid, libc::SIGTERM);
-                w.state = State::Draining { deadline: Instant::now() + graceful };
-            }
+            && !matches!(w.state, State::Draining { .. })
+        {
+            tracing::info!(worker = id, pid = w.pid, "draining worker ({why})");
+            send_signal(w.pid, libc::SIGTERM);
+            w.state = State::Draining { deadline: Instant::now() + graceful };
+        }
     }
 
     fn on_event(&mut self, event: Event) {
@@ -271,7 +283,9 @@ impl Supervisor {
                 let Some(w) = self.workers.remove(&id) else { return };
                 let how = describe_exit(&status);
                 match w.state {
-                    State::Draining { .. } => tracing::info!(worker = id, pid = w.pid, "worker exited after draining ({how})"),
+                    State::Draining { .. } => {
+                        tracing::info!(worker = id, pid = w.pid, "worker exited after draining ({how})")
+                    }
                     State::Ready => {
                         tracing::error!(worker = id, pid = w.pid, "worker died ({how}); starting a replacement");
                         self.scraper.restarted("crash");
@@ -310,7 +324,19 @@ impl Supervisor {
                 }
                 self.exit_code.get_or_insert(1);
             }
-            Signal::Stop(name) => self.begin_stop(name),
+            // SIGINT is someone at a terminal: no load balancer to wait for.
+            Signal::Stop(name) if self.shutdown_delay.is_zero() || name == "SIGINT" || self.delayed_stop.is_some() => {
+                self.begin_stop(name)
+            }
+            Signal::Stop(name) => {
+                tracing::info!(
+                    signal = name,
+                    delay = ?self.shutdown_delay,
+                    "stop signal: /readyz fails from now on; serving on until --shutdown-delay has passed, then draining"
+                );
+                self.health.update(|h| h.draining = true);
+                self.delayed_stop = Some((name, Instant::now() + self.shutdown_delay));
+            }
             Signal::Reload => self.retire_all("reload"),
             Signal::MoreWorkers => {
                 self.target += 1;
@@ -363,12 +389,25 @@ impl Supervisor {
                     tracing::warn!(worker = id, pid = w.pid, "graceful timeout passed; killing worker");
                     send_signal(w.pid, libc::SIGKILL);
                 }
-                State::Ready | State::Starting if now.duration_since(w.last_heartbeat) >= HUNG_WORKER => {
+                State::Ready if now.duration_since(w.last_heartbeat) >= HUNG_WORKER => {
                     tracing::error!(worker = id, pid = w.pid, "worker stopped heartbeating; killing it");
+                    send_signal(w.pid, libc::SIGKILL);
+                }
+                State::Starting if now.duration_since(w.started) >= self.startup_timeout => {
+                    tracing::error!(
+                        worker = id,
+                        pid = w.pid,
+                        "worker not ready within --startup-timeout ({:?}); killing it (raise --startup-timeout for apps that import slowly)",
+                        self.startup_timeout
+                    );
                     send_signal(w.pid, libc::SIGKILL);
                 }
                 _ => {}
             }
+        }
+        if let Some((name, _)) = self.delayed_stop.filter(|(_, at)| now >= *at) {
+            self.delayed_stop = None;
+            self.begin_stop(name);
         }
         if self.watcher.as_mut().is_some_and(SourceWatcher::changed) {
             tracing::info!("source change detected");
@@ -422,13 +461,8 @@ impl Supervisor {
             }
         }
         if kept > target {
-            let extra: Vec<u32> = self
-                .workers
-                .iter()
-                .filter(|(_, w)| keep(w))
-                .map(|(id, _)| *id)
-                .take(kept - target)
-                .collect();
+            let extra: Vec<u32> =
+                self.workers.iter().filter(|(_, w)| keep(w)).map(|(id, _)| *id).take(kept - target).collect();
             for id in extra {
                 self.drain(id, "scale down");
             }

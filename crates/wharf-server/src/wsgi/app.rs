@@ -3,9 +3,9 @@
 use pyo3::exceptions::PyModuleNotFoundError;
 use pyo3::prelude::*;
 
+use super::pyerr;
 use crate::config::Config;
 use crate::error::StartError;
-use super::pyerr;
 
 /// Imports `module:attribute` (calling it when `--factory` is set) and checks it is callable.
 pub(crate) fn load(py: Python<'_>, config: &Config) -> Result<Py<PyAny>, StartError> {
@@ -13,10 +13,8 @@ pub(crate) fn load(py: Python<'_>, config: &Config) -> Result<Py<PyAny>, StartEr
     if let Some(dir) = &config.chdir {
         std::env::set_current_dir(dir).map_err(|source| StartError::Chdir { path: dir.clone(), source })?;
     }
-    add_cwd_to_path(py).map_err(|err| StartError::Import {
-        module: module_name.to_owned(),
-        detail: pyerr::one_line(py, &err),
-    })?;
+    add_cwd_to_path(py)
+        .map_err(|err| StartError::Import { module: module_name.to_owned(), detail: pyerr::one_line(py, &err) })?;
 
     let module = py.import(module_name).map_err(|err| {
         // When the module itself is missing, one line says it all; an error raised while
@@ -29,10 +27,9 @@ pub(crate) fn load(py: Python<'_>, config: &Config) -> Result<Py<PyAny>, StartEr
 
     let mut target = module.into_any();
     for part in attr_path.split('.') {
-        target = target.getattr(part).map_err(|_| StartError::MissingAttribute {
-            module: module_name.to_owned(),
-            attr: attr_path.to_owned(),
-        })?;
+        target = target
+            .getattr(part)
+            .map_err(|_| StartError::MissingAttribute { module: module_name.to_owned(), attr: attr_path.to_owned() })?;
     }
     let target_name = format!("{module_name}:{attr_path}");
     if config.factory {
@@ -61,10 +58,8 @@ fn add_cwd_to_path(py: Python<'_>) -> PyResult<()> {
     let cwd = std::env::current_dir()?;
     let cwd = cwd.to_string_lossy();
     let sys_path = py.import("sys")?.getattr("path")?;
-    let present = sys_path
-        .try_iter()?
-        .filter_map(|p| p.ok()?.extract::<String>().ok())
-        .any(|p| p.is_empty() || p == cwd);
+    let present =
+        sys_path.try_iter()?.filter_map(|p| p.ok()?.extract::<String>().ok()).any(|p| p.is_empty() || p == cwd);
     if !present {
         sys_path.call_method1("insert", (0, cwd.as_ref()))?;
     }

@@ -11,13 +11,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use super::environ::{EnvironTemplate, HeaderKeyCache};
-use crate::bridge::{Job, JobTrace};
 use super::file_wrapper::{FileSource, FileWrapper};
-use super::input::{BodyFailure, WsgiInput};
-use crate::observe::{Rejection, WorkerMetrics};
-use crate::bridge::Outbox;
+use super::input::WsgiInput;
 use super::pyerr;
 use super::start_response::{ClientGone, Responder, StartResponse};
+use crate::bridge::{BodyFailure, Job, JobTrace, Outbox};
+use crate::observe::{Rejection, WorkerMetrics};
 
 /// Everything a Python thread needs to serve requests.
 pub(crate) struct AppContext {
@@ -55,14 +54,15 @@ pub(crate) fn serve_job(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyC
     if let Some(trace) = &trace {
         trace.acquired.set(enqueued.elapsed());
     }
-    let objects = Bound::new(py, StartResponse::new(Responder::new(reply, Arc::clone(&ctx.outbox), ctx.io_timeout)))
-        .and_then(|sr| {
-            let input = match body {
-                None => ctx.empty_input.bind(py).clone(),
-                Some(body) => Bound::new(py, WsgiInput::new(Some(body), ctx.limit_request_body, ctx.io_timeout))?,
-            };
-            Ok((sr, input))
-        });
+    let is_head = parts.method == Method::HEAD;
+    let responder = Responder::new(reply, Arc::clone(&ctx.outbox), ctx.io_timeout, is_head, body.clone());
+    let objects = Bound::new(py, StartResponse::new(responder)).and_then(|sr| {
+        let input = match body {
+            None => ctx.empty_input.bind(py).clone(),
+            Some(body) => Bound::new(py, WsgiInput::new(Some(body), ctx.limit_request_body, ctx.io_timeout))?,
+        };
+        Ok((sr, input))
+    });
     let (start_response, input) = match objects {
         Ok(objects) => objects,
         Err(err) => {
@@ -82,7 +82,7 @@ pub(crate) fn serve_job(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyC
     // allocate a new buffer (8 KiB) for the connection's next request. The environ holds all
     // the app can see of it, so let it go before the response does.
     drop(parts);
-    match serve(py, ctx, &environ, method == Method::HEAD, &start_response, trace.as_ref()) {
+    match serve(py, ctx, &environ, is_head, &start_response, trace.as_ref()) {
         Ok(()) => {}
         Err(Failure::ClientGone) => {
             tracing::debug!(method = %method, path = request_target(ctx, &environ), "client went away before the response was complete");
@@ -93,7 +93,7 @@ pub(crate) fn serve_job(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyC
                 BodyFailure::TooLarge => ctx.metrics.rejected(Rejection::BodyTooLarge),
                 BodyFailure::TimedOut => ctx.metrics.rejected(Rejection::BodyTimeout),
                 BodyFailure::Broken => ctx.metrics.rejected(Rejection::BadRequest),
-                BodyFailure::None => {}
+                BodyFailure::None | BodyFailure::Released => {}
             }
             report_app_error(py, start_response.get(), &method, &request_target(ctx, &environ), &err, failure);
         }
@@ -175,10 +175,10 @@ fn send_result(py: Python<'_>, sr: &StartResponse, result: &Bound<'_, PyAny>, is
     if let Ok(tuple) = result.cast::<PyTuple>() {
         return send_sequence(py, sr, tuple.iter());
     }
-    if let Ok(wrapper) = result.cast::<FileWrapper>() {
-        if let Some(source) = wrapper.get().file_source(py) {
-            return send_file(py, sr, source, is_head);
-        }
+    if let Ok(wrapper) = result.cast::<FileWrapper>()
+        && let Some(source) = wrapper.get().file_source(py)
+    {
+        return send_file(py, sr, source, is_head);
     }
     for item in result.try_iter()? {
         let item = item?;
@@ -242,7 +242,7 @@ fn send_file(py: Python<'_>, sr: &StartResponse, mut source: FileSource, is_head
         remaining = 0;
     }
     while remaining > 0 {
-        let block = py.detach(|| source.read_block(remaining)).map_err(|e| PyErr::from(e))?;
+        let block = py.detach(|| source.read_block(remaining)).map_err(PyErr::from)?;
         if block.is_empty() {
             break;
         }
@@ -261,13 +261,9 @@ fn report_app_error(
     err: &PyErr,
     input_failure: BodyFailure,
 ) {
-    let (status, message) = match input_failure {
-        BodyFailure::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
-        BodyFailure::TimedOut => (StatusCode::REQUEST_TIMEOUT, "Timed out reading the request body"),
-        BodyFailure::Broken => (StatusCode::BAD_REQUEST, "Malformed or incomplete request body"),
-        BodyFailure::None => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
-    };
-    if input_failure == BodyFailure::None {
+    let failed_body = input_failure.response();
+    let (status, message) = failed_body.unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"));
+    if failed_body.is_none() {
         tracing::error!(method = %method, path, "application error: {}", pyerr::traceback(py, err));
     } else {
         tracing::warn!(method = %method, path, status = status.as_u16(), "{message}");

@@ -115,11 +115,7 @@ impl EnvironTemplate {
         ] {
             template.set_item(key, py.None())?;
         }
-        Ok(EnvironTemplate {
-            keys,
-            template: template.unbind(),
-            root_path: settings.root_path.clone(),
-        })
+        Ok(EnvironTemplate { keys, template: template.unbind(), root_path: settings.root_path.clone() })
     }
 
     /// The environ for one request; `input` becomes `wsgi.input`.
@@ -244,12 +240,14 @@ pub(crate) fn percent_decode(input: &[u8]) -> Cow<'_, [u8]> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
-        if input[i] == b'%' && i + 2 < input.len()
-            && let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
+        if input[i] == b'%'
+            && i + 2 < input.len()
+            && let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
         out.push(input[i]);
         i += 1;
     }
@@ -322,9 +320,10 @@ fn protocol(version: Version) -> &'static str {
 /// Bytes as a Python str, one code point per byte (the PEP 3333 "native string" rule).
 pub(crate) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     if bytes.is_ascii()
-        && let Ok(s) = std::str::from_utf8(bytes) {
-            return PyString::new(py, s);
-        }
+        && let Ok(s) = std::str::from_utf8(bytes)
+    {
+        return PyString::new(py, s);
+    }
     let s: String = bytes.iter().map(|&b| char::from(b)).collect();
     PyString::new(py, &s)
 }

@@ -29,11 +29,7 @@ impl FileWrapper {
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let block = self.filelike.bind(py).call_method1("read", (self.blksize,))?;
-        if block.is_truthy()? {
-            Ok(block)
-        } else {
-            Err(PyStopIteration::new_err(()))
-        }
+        if block.is_truthy()? { Ok(block) } else { Err(PyStopIteration::new_err(())) }
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {

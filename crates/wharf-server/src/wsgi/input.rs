@@ -4,8 +4,7 @@
 //! before the app asks, so `Expect: 100-continue` is answered only on the first read, and a
 //! large upload never sits in memory as a whole.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -14,28 +13,19 @@ use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::bridge::RequestBody;
 use crate::bridge::park::{block_on_until, poll_now};
-
-/// Why reading the body failed, so the response can say so (413, 408) instead of a bare 500.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum BodyFailure {
-    None = 0,
-    TooLarge = 1,
-    TimedOut = 2,
-    /// Malformed framing (bad chunk) or a body cut short by the client.
-    Broken = 3,
-}
+use crate::bridge::{BodyFailure, RequestBody, SharedBody};
 
 #[pyclass(frozen, module = "wharf")]
 pub(crate) struct WsgiInput {
     reader: Mutex<BodyReader>,
-    failure: AtomicU8,
+    /// The body and how reading it went; `None` for requests without one.
+    shared: Option<Arc<SharedBody>>,
 }
 
 struct BodyReader {
-    body: Option<RequestBody>,
+    /// Until the body is read to its end (or fails, or the connection takes it back).
+    body: Option<Arc<SharedBody>>,
     pending: Bytes,
     received: u64,
     limit: u64,
@@ -49,10 +39,10 @@ enum Fill {
 
 impl WsgiInput {
     /// `limit` is the largest body accepted (0: none).
-    pub(crate) fn new(body: Option<RequestBody>, limit: u64, io_timeout: Duration) -> Self {
+    pub(crate) fn new(body: Option<Arc<SharedBody>>, limit: u64, io_timeout: Duration) -> Self {
         WsgiInput {
+            shared: body.clone(),
             reader: Mutex::new(BodyReader { body, pending: Bytes::new(), received: 0, limit, io_timeout }),
-            failure: AtomicU8::new(BodyFailure::None as u8),
         }
     }
 
@@ -62,24 +52,24 @@ impl WsgiInput {
     }
 
     pub(crate) fn failure(&self) -> BodyFailure {
-        match self.failure.load(Ordering::Relaxed) {
-            1 => BodyFailure::TooLarge,
-            2 => BodyFailure::TimedOut,
-            3 => BodyFailure::Broken,
-            _ => BodyFailure::None,
-        }
+        self.shared.as_ref().map_or(BodyFailure::None, |shared| shared.failure())
     }
 
     fn with_reader<R>(&self, f: impl FnOnce(&mut BodyReader) -> Result<R, BodyFailure>) -> PyResult<R> {
         let mut reader =
             self.reader.lock().map_err(|_| PyOSError::new_err("wsgi.input is unusable after an earlier failure"))?;
         f(&mut reader).map_err(|failure| {
-            self.failure.store(failure as u8, Ordering::Relaxed);
+            if let Some(shared) = &self.shared {
+                shared.set_failure(failure);
+            }
             match failure {
                 BodyFailure::TooLarge => {
                     PyValueError::new_err(format!("request body exceeds the server limit of {} bytes", reader.limit))
                 }
                 BodyFailure::TimedOut => PyOSError::new_err("timed out waiting for the request body"),
+                BodyFailure::Released => PyOSError::new_err(
+                    "the request body is no longer available: it was discarded once the response was complete",
+                ),
                 _ => PyOSError::new_err("malformed or incomplete request body"),
             }
         })
@@ -89,7 +79,14 @@ impl WsgiInput {
 impl BodyReader {
     /// Gets the next piece of the body into `pending` (which must be empty).
     fn fill(&mut self, py: Python<'_>) -> Result<Fill, BodyFailure> {
-        let Some(body) = self.body.as_mut() else { return Ok(Fill::Eof) };
+        let Some(shared) = self.body.as_ref() else { return Ok(Fill::Eof) };
+        let mut slot = shared.lock();
+        let Some(body) = slot.as_mut() else {
+            let released = shared.released();
+            drop(slot);
+            self.body = None;
+            return if released { Err(BodyFailure::Released) } else { Ok(Fill::Eof) };
+        };
         let deadline = Instant::now() + self.io_timeout;
         loop {
             // Data hyper already has is taken without releasing the GIL; only a real wait
@@ -101,10 +98,14 @@ impl BodyReader {
             match frame {
                 Err(_) => return Err(BodyFailure::TimedOut),
                 Ok(None) => {
+                    *slot = None;
+                    drop(slot);
                     self.body = None;
                     return Ok(Fill::Eof);
                 }
                 Ok(Some(Err(_))) => {
+                    *slot = None;
+                    drop(slot);
                     self.body = None;
                     return Err(BodyFailure::Broken);
                 }
@@ -116,6 +117,8 @@ impl BodyReader {
                     }
                     self.received += data.len() as u64;
                     if self.limit > 0 && self.received > self.limit {
+                        *slot = None;
+                        drop(slot);
                         self.body = None;
                         return Err(BodyFailure::TooLarge);
                     }
@@ -131,7 +134,9 @@ impl BodyReader {
     fn read_until(&mut self, py: Python<'_>, size: Option<usize>, line: bool) -> Result<Vec<u8>, BodyFailure> {
         // Sized for what can still come (up to a bound: the client only declared it), so a
         // large read does not grow and copy its buffer step by step.
-        let expected = self.pending.len() as u64 + self.body.as_ref().and_then(RequestBody::remaining).unwrap_or(0);
+        let still_to_come =
+            self.body.as_ref().and_then(|shared| shared.lock().as_ref().and_then(RequestBody::remaining));
+        let expected = self.pending.len() as u64 + still_to_come.unwrap_or(0);
         let capacity = if line { 0 } else { size.unwrap_or(usize::MAX).min(expected.min(1 << 20) as usize) };
         let mut out = Vec::with_capacity(capacity);
         loop {
@@ -140,9 +145,10 @@ impl BodyReader {
                 return Ok(out);
             }
             if self.pending.is_empty()
-                && let Fill::Eof = self.fill(py)? {
-                    return Ok(out);
-                }
+                && let Fill::Eof = self.fill(py)?
+            {
+                return Ok(out);
+            }
             let window = want.min(self.pending.len());
             let newline = if line { self.pending[..window].iter().position(|&b| b == b'\n') } else { None };
             match newline {
@@ -167,10 +173,12 @@ impl WsgiInput {
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         self.with_reader(|r| {
             let size = size_arg(size);
-            if size != Some(0) && r.pending.is_empty()
-                && let Fill::Eof = r.fill(py)? {
-                    return Ok(PyBytes::new(py, b""));
-                }
+            if size != Some(0)
+                && r.pending.is_empty()
+                && let Fill::Eof = r.fill(py)?
+            {
+                return Ok(PyBytes::new(py, b""));
+            }
             // What was asked for is often in hand in one piece: copy it once, straight into
             // the bytes object.
             if let Some(n) = size.filter(|&n| n > 0 && n <= r.pending.len()) {

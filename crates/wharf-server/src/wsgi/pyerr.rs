@@ -4,11 +4,7 @@ use pyo3::prelude::*;
 
 /// `Type: message`, the one line a user needs to recognise an error.
 pub(crate) fn one_line(py: Python<'_>, err: &PyErr) -> String {
-    let type_name = err
-        .get_type(py)
-        .qualname()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "Exception".to_owned());
+    let type_name = err.get_type(py).qualname().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".to_owned());
     let message = err.value(py).str().map(|s| s.to_string()).unwrap_or_default();
     if message.is_empty() { type_name } else { format!("{type_name}: {message}") }
 }

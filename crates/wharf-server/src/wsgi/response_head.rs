@@ -26,6 +26,10 @@ pub(crate) enum HeadError {
     Value { name: String, value: String },
     #[error("{0} is not representable in latin-1, as PEP 3333 requires")]
     NotLatin1(String),
+    #[error("Content-Length {0:?} is not a decimal number of bytes")]
+    ContentLength(String),
+    #[error("Content-Length given twice with different values ({first} and {second})")]
+    ContentLengthConflict { first: u64, second: u64 },
 }
 
 /// Hop-by-hop headers describe one connection and are the server's business, not the app's
@@ -85,6 +89,9 @@ impl Head {
         let raw = to_latin1("header value", value)?;
         let header_value = HeaderValue::from_bytes(&raw)
             .map_err(|_| HeadError::Value { name: name.to_owned(), value: value.to_owned() })?;
+        if header_name == header::CONTENT_LENGTH {
+            return self.push_content_length(value, header_value);
+        }
         if is_hop_by_hop(&header_name) {
             if header_name == header::CONNECTION && value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
                 self.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -93,6 +100,25 @@ impl Head {
         }
         self.headers.append(header_name, header_value);
         Ok(())
+    }
+
+    /// The response's framing rests on this one header, so it must be exactly one number: a
+    /// value hyper cannot parse would turn the response into an empty reply, and two different
+    /// values leave a proxy to pick one (RFC 9110 §8.6). A repeat of the same value is dropped.
+    fn push_content_length(&mut self, value: &str, header_value: HeaderValue) -> Result<(), HeadError> {
+        let digits = value.trim_matches([' ', '\t']);
+        let len = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| HeadError::ContentLength(value.to_owned()))?;
+        match self.content_length() {
+            None => {
+                self.headers.insert(header::CONTENT_LENGTH, header_value);
+                Ok(())
+            }
+            Some(first) if first == len => Ok(()),
+            Some(first) => Err(HeadError::ContentLengthConflict { first, second: len }),
+        }
     }
 
     #[cfg(test)]
@@ -164,5 +190,22 @@ mod tests {
         assert_eq!(head.headers.get_all(header::SET_COOKIE).iter().count(), 2);
         let head = Head::new("200 OK", [h("Content-Length", "12")]).expect("valid");
         assert_eq!(head.content_length(), Some(12));
+    }
+
+    #[test]
+    fn content_length_is_one_number() {
+        let head = Head::new("200 OK", [h("Content-Length", " 12 "), h("Content-Length", "12")]).expect("same value");
+        assert_eq!(head.headers.get_all(header::CONTENT_LENGTH).iter().count(), 1);
+        assert_eq!(head.content_length(), Some(12));
+        for bad in ["", "abc", "-1", "+5", "1.5", "12, 12", "0x10", "99999999999999999999999"] {
+            assert!(
+                matches!(Head::new("200 OK", [h("Content-Length", bad)]), Err(HeadError::ContentLength(_))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Head::new("200 OK", [h("Content-Length", "5"), h("Content-Length", "6")]).map(|_| ()),
+            Err(HeadError::ContentLengthConflict { first: 5, second: 6 })
+        );
     }
 }

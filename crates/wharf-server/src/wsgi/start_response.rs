@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::response_head::{Head, HeadError};
 use crate::bridge::park::block_on_until;
-use crate::bridge::{End, Outbox, Pipe, Reply, ReplyBody};
+use crate::bridge::{End, Outbox, Pipe, Reply, ReplyBody, SharedBody};
 
 /// The client went away (or stalled past the I/O timeout); stop producing the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +29,27 @@ pub(crate) struct Responder {
     head_sent: bool,
     /// The head went out with the whole body; anything the app yields after that is excess.
     complete: bool,
+    /// The body length the head announced, when the body must match it: not for HEAD requests
+    /// or statuses without a body. Framing on a keep-alive connection rests on it.
+    length: Option<u64>,
+    /// Bytes pushed into the stream so far.
+    streamed: u64,
+    excess_warned: bool,
+    /// The request was HEAD: no body goes out, whatever the app produces.
+    head_request: bool,
+    /// The request body, whose failure (too large, malformed) decides the response.
+    body: Option<Arc<SharedBody>>,
     io_timeout: Duration,
 }
 
 impl Responder {
-    pub(crate) fn new(reply: oneshot::Sender<Reply>, outbox: Arc<Outbox>, io_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        reply: oneshot::Sender<Reply>,
+        outbox: Arc<Outbox>,
+        io_timeout: Duration,
+        head_request: bool,
+        body: Option<Arc<SharedBody>>,
+    ) -> Self {
         Responder {
             reply: Some(reply),
             outbox,
@@ -41,6 +57,11 @@ impl Responder {
             declared: None,
             head_sent: false,
             complete: false,
+            length: None,
+            streamed: 0,
+            excess_warned: false,
+            head_request,
+            body,
             io_timeout,
         }
     }
@@ -75,15 +96,20 @@ impl Responder {
         if to.is_closed() {
             return Err(ClientGone);
         }
-        let complete = match &body {
+        let (body, complete) = match body {
             ReplyBody::Full(bytes) => {
                 if !bodiless && !head.headers.contains_key(http::header::CONTENT_LENGTH) {
                     head.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
                 }
-                true
+                // A HEAD response carries no body; handing hyper one that disagrees with the
+                // announced length would only trip its length bookkeeping.
+                (ReplyBody::Full(if self.head_request { Bytes::new() } else { bytes }), true)
             }
-            ReplyBody::Stream(_) => false,
+            stream @ ReplyBody::Stream(_) => (stream, false),
         };
+        if !bodiless && !self.head_request {
+            self.length = head.content_length();
+        }
         let reply = Reply { status: head.status, reason: head.reason, headers: head.headers, body };
         if complete {
             self.complete = true;
@@ -94,10 +120,57 @@ impl Responder {
         }
     }
 
-    /// Sends the declared head with the complete body.
-    pub(crate) fn send_full(&mut self, body: Bytes) -> Result<(), ClientGone> {
+    /// Sends the declared head with the complete body, held to the declared Content-Length:
+    /// hyper writes a full body whole after whatever length the head announced, so a longer
+    /// body would become the start of the next response on a keep-alive connection.
+    pub(crate) fn send_full(&mut self, mut body: Bytes) -> Result<(), ClientGone> {
+        if self.replaced_for_failed_body()? {
+            return Ok(());
+        }
         let head = self.declared.take().ok_or(ClientGone)?;
-        self.send_head(head, ReplyBody::Full(body))
+        let bodiless = matches!(head.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+        match head.content_length() {
+            Some(declared) if !bodiless && !self.head_request && (body.len() as u64) < declared => {
+                // Too short: send what there is, then end the connection, so the client sees
+                // a truncated response rather than waiting for bytes that never come.
+                tracing::error!(
+                    declared,
+                    sent = body.len(),
+                    "the application sent less body than its Content-Length; closing the connection after it"
+                );
+                let pipe = Arc::new(Pipe::default());
+                if !body.is_empty() {
+                    pipe.push_bytes(body).map_err(|_| ClientGone)?;
+                }
+                pipe.close(End::Aborted);
+                self.complete = true;
+                self.send_head(head, ReplyBody::Stream(pipe))
+            }
+            Some(declared) if (body.len() as u64) > declared => {
+                self.discard_excess(body.len() - declared as usize);
+                body.truncate(declared as usize);
+                self.send_head(head, ReplyBody::Full(body))
+            }
+            _ => self.send_head(head, ReplyBody::Full(body)),
+        }
+    }
+
+    /// When reading the request body failed, the client is told so (413, 400, 408, closing
+    /// the connection) whatever the app answers: a framework that caught the error would
+    /// otherwise turn it into its own 500 page. True when that response went out instead.
+    fn replaced_for_failed_body(&mut self) -> Result<bool, ClientGone> {
+        let Some((status, message)) = self.body.as_ref().and_then(|body| body.failure().response()) else {
+            return Ok(false);
+        };
+        tracing::warn!(
+            status = status.as_u16(),
+            "{message}: answering {} instead of the application's response",
+            status.as_u16()
+        );
+        self.send_error(status, message)?;
+        // Whatever the app still yields belongs to the response it no longer sends.
+        self.excess_warned = true;
+        Ok(true)
     }
 
     /// Sends a server-generated response, replacing whatever the app declared.
@@ -115,6 +188,10 @@ impl Responder {
     fn stream(&mut self) -> Result<Arc<Pipe>, ClientGone> {
         if let Some(pipe) = &self.stream {
             return Ok(Arc::clone(pipe));
+        }
+        if self.replaced_for_failed_body()? {
+            // The app's body has nowhere to go: stop producing it.
+            return Err(ClientGone);
         }
         let head = self.declared.take().ok_or(ClientGone)?;
         let pipe = Arc::new(Pipe::default());
@@ -142,9 +219,16 @@ impl Responder {
         !self.head_sent && self.declared_content_length() == Some(len as u64)
     }
 
-    /// Bytes after a complete response go nowhere; hyper would cut them off the same way.
-    fn discard_excess(&self, len: usize) {
-        tracing::warn!(bytes = len, "the application sent more body than its Content-Length; discarding the excess");
+    /// Bytes beyond the declared Content-Length go nowhere: written, they would be read as
+    /// the start of the next response on the connection. Warned once per response.
+    fn discard_excess(&mut self, len: usize) {
+        if !self.excess_warned {
+            self.excess_warned = true;
+            tracing::warn!(
+                bytes = len,
+                "the application sent more body than its Content-Length; discarding the excess"
+            );
+        }
     }
 
     /// Sends one body chunk (copied), sending the head first if needed. Empty chunks are
@@ -171,6 +255,17 @@ impl Responder {
             return self.send_full(chunk.into_bytes());
         }
         let pipe = self.stream()?;
+        let chunk = match self.length.map(|declared| declared.saturating_sub(self.streamed)) {
+            Some(room) if len as u64 > room => {
+                self.discard_excess(len - room as usize);
+                if room == 0 {
+                    return Ok(());
+                }
+                chunk.prefix(room as usize)
+            }
+            _ => chunk,
+        };
+        self.streamed += chunk.len() as u64;
         self.wait_for_room(py, &pipe)?;
         match chunk {
             Chunk::Borrowed(data) => pipe.push(data),
@@ -185,7 +280,17 @@ impl Responder {
             return self.send_full(Bytes::new());
         }
         if let Some(pipe) = self.stream.take() {
-            pipe.close(End::Complete);
+            match self.length {
+                Some(declared) if self.streamed < declared => {
+                    tracing::error!(
+                        declared,
+                        sent = self.streamed,
+                        "the application sent less body than its Content-Length; closing the connection after it"
+                    );
+                    pipe.close(End::Aborted);
+                }
+                _ => pipe.close(End::Complete),
+            }
         }
         Ok(())
     }
@@ -210,6 +315,13 @@ impl Chunk<'_> {
         match self {
             Chunk::Borrowed(data) => data.len(),
             Chunk::Owned(data) => data.len(),
+        }
+    }
+
+    fn prefix(self, len: usize) -> Self {
+        match self {
+            Chunk::Borrowed(data) => Chunk::Borrowed(&data[..len]),
+            Chunk::Owned(data) => Chunk::Owned(data.slice(..len)),
         }
     }
 
@@ -301,13 +413,13 @@ impl StartResponse {
         let data = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err(format!("write() needs bytes, not {}", data.get_type())))?;
-        let sent = self.with(|r| {
+
+        self.with(|r| {
             if !r.has_head() && !r.head_sent() {
                 return Err(PyRuntimeError::new_err("write() called before start_response()"));
             }
             r.send_chunk(py, data.as_bytes())
                 .map_err(|_| pyo3::exceptions::PyConnectionResetError::new_err("client disconnected"))
-        })?;
-        sent
+        })?
     }
 }

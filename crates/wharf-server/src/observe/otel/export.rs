@@ -274,4 +274,3 @@ impl<E: SpanExporter> ExportLoop<E> {
         result
     }
 }
-

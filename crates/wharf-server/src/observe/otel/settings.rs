@@ -90,4 +90,3 @@ fn number(set: &dyn Fn(&str) -> Option<String>, var: &'static str, default: u64,
         _ => Err(OtelError::InvalidNumber { var, value, min }),
     }
 }
-

@@ -197,4 +197,3 @@ pub(super) fn protocol_version(version: Version) -> Option<&'static str> {
         _ => None,
     }
 }
-

@@ -2,9 +2,9 @@
 
 use std::sync::atomic::AtomicUsize;
 
-use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
 use http::Version;
 use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
 use opentelemetry::{Key, KeyValue, Value};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -199,10 +199,7 @@ fn invalid_traceparent_starts_a_new_trace() {
             .finish(200, 0, true);
         let span = one_span(&tracing, &exporter);
         assert_eq!(span.parent_span_id, SpanId::INVALID, "{bad} must not become a parent");
-        assert_ne!(
-            span.span_context.trace_id(),
-            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex")
-        );
+        assert_ne!(span.span_context.trace_id(), TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("hex"));
     }
 }
 
@@ -210,7 +207,8 @@ fn invalid_traceparent_starts_a_new_trace() {
 fn unsampled_parent_is_followed_and_nothing_is_exported() {
     let (tracing, exporter) = in_memory();
     let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
-    let span = tracing.start(&request("GET", "/", &[("traceparent", unsampled)]), &client_at("http", None, None), false);
+    let span =
+        tracing.start(&request("GET", "/", &[("traceparent", unsampled)]), &client_at("http", None, None), false);
     let traceparent = span.traceparent();
     assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
     assert!(traceparent.ends_with("-00"), "the app must not sample either: {traceparent}");
@@ -406,14 +404,10 @@ fn tracing_is_on_only_when_an_exporter_is_configured() {
     let on = settings(&[endpoint, ("OTEL_SDK_DISABLED", "false")]).expect("valid").expect("on");
     assert_eq!(on.protocol, Protocol::HttpProtobuf);
     assert_eq!(on.batch, batch(2048, 512, Duration::from_secs(5)));
-    let traces_only =
-        settings(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces")]).expect("valid");
+    let traces_only = settings(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces")]).expect("valid");
     assert!(traces_only.is_some());
     assert!(settings(&[("OTEL_TRACES_EXPORTER", "otlp")]).expect("valid").is_some());
-    assert!(matches!(
-        settings(&[endpoint, ("OTEL_TRACES_EXPORTER", "zipkin")]),
-        Err(OtelError::Unsupported { .. })
-    ));
+    assert!(matches!(settings(&[endpoint, ("OTEL_TRACES_EXPORTER", "zipkin")]), Err(OtelError::Unsupported { .. })));
 }
 
 #[test]
