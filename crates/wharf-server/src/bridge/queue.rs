@@ -367,7 +367,6 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::bridge::sync::AtomicUsize;
 
     /// Two consumers looping as the pool's threads do and a producer pushing two items: in
     /// every interleaving each item is taken exactly once, before the queue is closed (so no
@@ -376,17 +375,17 @@ mod loom_tests {
     fn every_item_is_taken_once_without_waiting_for_close() {
         crate::bridge::sync::model(|| {
             let q = Arc::new(JobQueue::new(2, 2));
-            let taken = Arc::new(AtomicUsize::new(0));
+            let (took, taken) = loom::sync::mpsc::channel();
             let consumers: Vec<_> = (0..2)
                 .map(|_| {
-                    let (q, taken) = (Arc::clone(&q), Arc::clone(&taken));
+                    let (q, took) = (Arc::clone(&q), took.clone());
                     thread::spawn(move || {
                         let (mut got, mut searcher) = (Vec::new(), false);
                         loop {
                             if let Some(item) = q.try_pop(searcher) {
                                 searcher = false;
                                 got.push(item);
-                                taken.fetch_add(1, Ordering::AcqRel);
+                                took.send(()).ok();
                                 q.done();
                             } else if q.wait() {
                                 searcher = true;
@@ -399,9 +398,9 @@ mod loom_tests {
                 .collect();
             assert_eq!(q.push(1), Ok(()));
             assert_eq!(q.push(2), Ok(()));
-            // A lost wake-up leaves this loop spinning, which loom reports.
-            while taken.load(Ordering::Acquire) < 2 {
-                thread::yield_now();
+            // A lost wake-up leaves every thread blocked here and in park, which loom reports.
+            for _ in 0..2 {
+                taken.recv().ok();
             }
             q.close();
             let mut all: Vec<i32> = consumers.into_iter().flat_map(|c| c.join().unwrap_or_default()).collect();
