@@ -1,9 +1,12 @@
 //! What crosses between the I/O thread and the Python threads.
 //!
-//! A request leaves the I/O side as a [`Job`] through the [`JobQueue`]; its answer comes back as
-//! a [`Reply`], complete ones batched through the [`Outbox`], streamed bodies through a
-//! [`Pipe`]. Python threads wait on these with [`park`]'s park/unpark (they are plain OS threads,
-//! not tokio tasks). The [`Watchdog`] notices calls that outlive `--timeout`.
+//! A request leaves the I/O side as a [`Job`] through the [`JobQueue`], carrying its [`Client`]
+//! view and its [`SharedBody`]; its answer comes back as a [`Reply`], complete ones batched
+//! through the [`Outbox`], streamed bodies through a [`Pipe`]. Python threads wait on these with
+//! [`park`]'s park/unpark (they are plain OS threads, not tokio tasks); [`sched`] keeps the
+//! hand-offs from preempting each other. The [`Watchdog`] notices calls that outlive `--timeout`.
+//! [`Stamp`] is the lock-free "optional duration" several of them share; `sync` swaps in loom's
+//! primitives when the queue, outbox and pipe are model-checked.
 
 mod client;
 mod exchange;

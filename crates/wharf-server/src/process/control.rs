@@ -140,10 +140,11 @@ pub(super) struct WorkerChannel {
 }
 
 impl WorkerChannel {
-    /// Starts both directions of a worker's channel on `stream`; must run inside the tokio
+    /// Starts both directions of `worker`'s channel on `stream`; must run inside the tokio
     /// runtime. Every message from the worker goes to `on_message` until it returns `false`;
     /// `on_end` runs once the worker's side is closed (it exited).
     pub(super) fn start(
+        worker: u32,
         stream: std::os::unix::net::UnixStream,
         mut on_message: impl FnMut(WorkerMessage) -> bool + Send + 'static,
         on_end: impl FnOnce() + Send + 'static,
@@ -168,7 +169,7 @@ impl WorkerChannel {
                             break;
                         }
                     }
-                    Err(err) => tracing::warn!("unreadable control message {line:?}: {err}"),
+                    Err(err) => tracing::warn!(worker, "unreadable control message {line:?}: {err}"),
                 }
             }
             on_end();
@@ -211,6 +212,7 @@ mod tests {
         let (got_tx, mut got) = mpsc::unbounded_channel();
         let (ended_tx, ended) = oneshot::channel();
         let channel = WorkerChannel::start(
+            1,
             supervisor_end,
             move |msg| got_tx.send(msg).is_ok(),
             move || {
