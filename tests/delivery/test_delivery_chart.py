@@ -25,7 +25,7 @@ OPERATOR_RULES = {
     ("", "pods"): {"list"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
-LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "patch"}}
+LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
 
 
 def rules_of(role: dict) -> dict[tuple[str, str], set[str]]:

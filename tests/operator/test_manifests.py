@@ -25,7 +25,8 @@ EXAMPLES = sorted(
     for p in (ROOT / "deploy/examples").glob("*.yaml")
     if any(d and d.get("kind") == "WsgiApp" for d in yaml.safe_load_all(p.read_text()))
 )
-K8S_VERSIONS = ["1.33.0", "1.37.0"]
+# Oldest supported (Chart.yaml kubeVersion), the kubectl bundle's, and the newest.
+K8S_VERSIONS = ["1.28.0", "1.33.0", "1.37.0"]
 
 
 def docs(path: Path) -> list[dict]:
@@ -94,9 +95,17 @@ def wsgiapp_schema():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_examples_match_the_crd_schema(path, wsgiapp_schema):
+    namespaces = {o["metadata"]["name"] for o in docs(path) if o["kind"] == "Namespace"}
     for obj in docs(path):
+        if obj["kind"] == "Namespace":
+            kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
+            continue
         assert obj["apiVersion"] == "wharf.dev/v1alpha1"
         jsonschema.validate(obj, wsgiapp_schema, cls=jsonschema.Draft202012Validator)
+        # `kubectl apply -f` of the example alone must work: a namespace other than default is
+        # created by the same file, before it is used.
+        namespace = obj["metadata"].get("namespace", "default")
+        assert namespace == "default" or namespace in namespaces, f"{path.name}: namespace {namespace} is not created"
 
 
 def test_schema_rejects_what_it_should(wsgiapp_schema):

@@ -202,10 +202,11 @@ pub struct ServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_requests: Option<i32>,
-    /// Delay before wharf is told to stop, so endpoints are removed from load balancers first.
-    #[serde(default = "default_pre_stop_delay")]
+    /// Seconds wharf keeps serving after SIGTERM with `/readyz` failing, so endpoints and load
+    /// balancers stop sending traffic before it drains (`--shutdown-delay`; 0 disables).
+    #[serde(default = "default_shutdown_delay")]
     #[schemars(range(min = 0, max = 300))]
-    pub pre_stop_delay_seconds: i32,
+    pub shutdown_delay_seconds: i32,
     /// Port of the HTTP listener.
     #[serde(default = "default_port")]
     #[schemars(range(min = 1, max = 65535))]
@@ -219,7 +220,7 @@ pub struct ServerSpec {
 fn default_graceful_timeout() -> i32 {
     30
 }
-fn default_pre_stop_delay() -> i32 {
+fn default_shutdown_delay() -> i32 {
     5
 }
 fn default_port() -> i32 {
@@ -237,7 +238,7 @@ impl Default for ServerSpec {
             timeout_seconds: None,
             graceful_timeout_seconds: default_graceful_timeout(),
             max_requests: None,
-            pre_stop_delay_seconds: default_pre_stop_delay(),
+            shutdown_delay_seconds: default_shutdown_delay(),
             port: default_port(),
             admin_port: default_admin_port(),
         }

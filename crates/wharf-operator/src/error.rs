@@ -6,7 +6,7 @@ use crate::render::RenderError;
 pub enum Error {
     #[error("cannot render the children of {app}: {source}")]
     Render { app: String, source: RenderError },
-    #[error("{verb} {kind} {namespace}/{name} failed: {source}")]
+    #[error("{verb} {kind} {namespace}/{name} failed: {}", describe(source))]
     Api {
         verb: &'static str,
         kind: String,
@@ -14,7 +14,7 @@ pub enum Error {
         name: String,
         source: Box<kube::Error>,
     },
-    #[error("cannot list the pods of {app}: {source}")]
+    #[error("cannot list the pods of {app}: {}", describe(source))]
     ListPods {
         app: String,
         source: Box<kube::Error>,
@@ -29,10 +29,18 @@ pub enum Error {
     Client(#[source] Box<kube::Error>),
     #[error("cannot load the Kubernetes client configuration: {0}")]
     Config(#[source] kube::config::InferConfigError),
-    #[error("leader election failed: {0}")]
-    Lease(#[from] kube_lease_manager::LeaseManagerError),
-    #[error("lost the leader lease; exiting so another replica takes over")]
-    LostLease,
+    #[error("not the leader any more; writes stopped")]
+    NotLeader,
+    #[error("{what} is not applied until {until}")]
+    HeldBack {
+        what: &'static str,
+        until: &'static str,
+    },
+    #[error("the watches of the children have not listed yet (see the warnings about watches)")]
+    NotSynced,
+    /// Several children failed; each was still attempted (or held back for a reason given).
+    #[error("{}", join(.0))]
+    Children(Vec<Error>),
     #[error("cannot serve {what} on {addr}: {source}")]
     Listen {
         what: &'static str,
@@ -51,6 +59,7 @@ impl Error {
     /// HTTP status of the API server's answer, when there was one.
     pub fn api_code(&self) -> Option<u16> {
         match self {
+            Error::Children(errors) => errors.first().and_then(Error::api_code),
             Error::Api { source, .. } | Error::ListPods { source, .. } => match source.as_ref() {
                 kube::Error::Api(status) => Some(status.code),
                 _ => None,
@@ -62,6 +71,7 @@ impl Error {
     /// CamelCase reason for the `Degraded` condition and the Event.
     pub fn reason(&self) -> &'static str {
         match (self, self.api_code()) {
+            (Error::Children(errors), _) => errors.first().map_or("ReconcileFailed", Error::reason),
             (
                 Error::Render {
                     source: RenderError::Spec(_),
@@ -72,6 +82,7 @@ impl Error {
             | (_, Some(422)) => "InvalidSpec",
             (_, Some(409)) => "Conflict",
             (_, Some(403)) => "Forbidden",
+            (Error::NotLeader, _) => "NotLeader",
             _ => "ReconcileFailed",
         }
     }
@@ -79,6 +90,47 @@ impl Error {
     /// Errors that will recur unchanged until the WsgiApp changes; retrying them hot only loads the
     /// API server.
     pub fn is_permanent(&self) -> bool {
-        self.reason() == "InvalidSpec"
+        match self {
+            Error::Children(errors) => errors.iter().all(Error::is_permanent),
+            _ => self.reason() == "InvalidSpec",
+        }
     }
+}
+
+/// The API server's own words: its message, reason and HTTP code (kube's `Display` of an API
+/// error is a debug dump that repeats the message).
+pub fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            let message = if status.message.is_empty() {
+                "no message"
+            } else {
+                status.message.as_str()
+            };
+            match status.reason.as_str() {
+                "" => format!("{message} (HTTP {})", status.code),
+                reason => format!("{message} ({reason}, HTTP {})", status.code),
+            }
+        }
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !text.contains(&cause_text) {
+                    text = format!("{text}: {cause_text}");
+                }
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+fn join(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }

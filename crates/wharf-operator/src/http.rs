@@ -16,8 +16,8 @@ use tokio::net::TcpListener;
 use crate::error::Error;
 use crate::metrics::Metrics;
 
-/// Shared health flags. The process is ready once its API client works; a standby replica waiting
-/// for the lease is ready too (it is healthy, just not active).
+/// Shared health flags. A standby replica is ready once its API client works (it is healthy, just
+/// not active); the acting replica once all its watches have listed.
 #[derive(Default)]
 pub struct Health {
     ready: AtomicBool,

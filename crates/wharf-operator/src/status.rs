@@ -56,7 +56,7 @@ pub fn compute(o: &Observed) -> WsgiAppStatus {
             "the Deployment does not exist yet".to_owned(),
         ),
         // Serving at full strength counts as ready even while a new revision rolls out.
-        Rollout::Complete { ready, desired } | Rollout::InProgress { ready, desired }
+        Rollout::Complete { ready, desired } | Rollout::InProgress { ready, desired, .. }
             if ready >= desired =>
         {
             (
@@ -65,7 +65,7 @@ pub fn compute(o: &Observed) -> WsgiAppStatus {
                 format!("{ready}/{desired} replicas ready"),
             )
         }
-        Rollout::Complete { ready, desired } | Rollout::InProgress { ready, desired } => (
+        Rollout::Complete { ready, desired } | Rollout::InProgress { ready, desired, .. } => (
             false,
             "ReplicasNotReady",
             format!("{ready}/{desired} replicas ready"),
@@ -74,11 +74,7 @@ pub fn compute(o: &Observed) -> WsgiAppStatus {
     };
     let (progressing, progressing_reason, progressing_message) = match &rollout {
         Rollout::Missing => (true, "Creating", "creating the Deployment".to_owned()),
-        Rollout::InProgress { .. } => (
-            true,
-            "RollingOut",
-            "a new revision is rolling out".to_owned(),
-        ),
+        Rollout::InProgress { why, .. } => (true, why.reason(), why.message()),
         Rollout::Complete { .. } => (
             false,
             "RolloutComplete",
@@ -117,30 +113,6 @@ pub fn compute(o: &Observed) -> WsgiAppStatus {
     }
 }
 
-/// Replaces the `Degraded` condition of an existing status, keeping everything else: used when a
-/// reconcile fails before the Deployment could be read.
-pub fn with_failure(
-    previous: &WsgiAppStatus,
-    generation: Option<i64>,
-    failure: &Failure,
-    now: Timestamp,
-) -> WsgiAppStatus {
-    let o = Observed {
-        generation,
-        deployment: None,
-        pods: &[],
-        url: previous.url.clone(),
-        failure: None,
-        previous: &previous.conditions,
-        now,
-    };
-    let degraded = condition(&o, DEGRADED, true, &failure.reason, failure.message.clone());
-    let mut status = previous.clone();
-    status.conditions.retain(|c| c.type_ != DEGRADED);
-    status.conditions.push(degraded);
-    status
-}
-
 /// False while the app still needs watching closely (rolling out, or its state is unknown).
 pub fn is_settled(status: &WsgiAppStatus) -> bool {
     status
@@ -151,8 +123,15 @@ pub fn is_settled(status: &WsgiAppStatus) -> bool {
 
 enum Rollout {
     Missing,
-    InProgress { ready: i32, desired: i32 },
-    Complete { ready: i32, desired: i32 },
+    InProgress {
+        ready: i32,
+        desired: i32,
+        why: Progress,
+    },
+    Complete {
+        ready: i32,
+        desired: i32,
+    },
     Failed(String),
 }
 
@@ -166,7 +145,11 @@ fn rollout(deployment: Option<&Deployment>) -> Rollout {
         .and_then(|s| s.replicas)
         .unwrap_or(1);
     let Some(status) = deployment.status.as_ref() else {
-        return Rollout::InProgress { ready: 0, desired };
+        return Rollout::InProgress {
+            ready: 0,
+            desired,
+            why: Progress::Updating,
+        };
     };
     let ready = status.ready_replicas.unwrap_or(0);
     if let Some(c) = status.conditions.iter().flatten().find(|c| {
@@ -187,10 +170,84 @@ fn rollout(deployment: Option<&Deployment>) -> Rollout {
     let updated = status.updated_replicas.unwrap_or(0);
     let total = status.replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
-    if !seen || updated < desired || total > updated || available < updated {
-        Rollout::InProgress { ready, desired }
+    let why = if !seen {
+        Progress::Updating
+    } else if total > updated {
+        Progress::RollingOut {
+            updated,
+            old: total - updated,
+        }
+    } else if updated < desired {
+        Progress::ScalingUp { total, desired }
+    } else if total > desired {
+        Progress::ScalingDown { total, desired }
+    } else if available < updated {
+        Progress::PodsNotReady { available, desired }
     } else {
-        Rollout::Complete { ready, desired }
+        return Rollout::Complete { ready, desired };
+    };
+    Rollout::InProgress {
+        ready,
+        desired,
+        why,
+    }
+}
+
+/// Why a Deployment is not settled, told apart so a crash loop does not read as a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// The Deployment controller has not acted on the latest spec yet.
+    Updating,
+    /// Pods of an older revision are still running.
+    RollingOut {
+        updated: i32,
+        old: i32,
+    },
+    ScalingUp {
+        total: i32,
+        desired: i32,
+    },
+    ScalingDown {
+        total: i32,
+        desired: i32,
+    },
+    /// All pods run the current revision, but some are not available (starting, failing their
+    /// readiness probe, or crash-looping).
+    PodsNotReady {
+        available: i32,
+        desired: i32,
+    },
+}
+
+impl Progress {
+    fn reason(self) -> &'static str {
+        match self {
+            Progress::Updating => "Updating",
+            Progress::RollingOut { .. } => "RollingOut",
+            Progress::ScalingUp { .. } => "ScalingUp",
+            Progress::ScalingDown { .. } => "ScalingDown",
+            Progress::PodsNotReady { .. } => "PodsNotReady",
+        }
+    }
+
+    fn message(self) -> String {
+        match self {
+            Progress::Updating => {
+                "the Deployment controller has not acted on the latest spec yet".to_owned()
+            }
+            Progress::RollingOut { updated, old } => format!(
+                "a new revision is rolling out: {updated} updated, {old} old pods still running"
+            ),
+            Progress::ScalingUp { total, desired } => {
+                format!("scaling up: {total}/{desired} pods exist")
+            }
+            Progress::ScalingDown { total, desired } => {
+                format!("scaling down: {total} pods, {desired} wanted")
+            }
+            Progress::PodsNotReady { available, desired } => format!(
+                "{available}/{desired} pods available; the others are starting, failing their readiness probe or crash-looping (see the pods' events and logs)"
+            ),
+        }
     }
 }
 
@@ -340,27 +397,38 @@ mod tests {
         assert_eq!(get(&status, READY).observed_generation, Some(7));
     }
 
+    fn rolled(desired: i32, total: i32, updated: i32, available: i32) -> WsgiAppStatus {
+        let d = deployment(
+            desired,
+            DeploymentStatus {
+                observed_generation: Some(2),
+                replicas: Some(total),
+                updated_replicas: Some(updated),
+                ready_replicas: Some(available),
+                available_replicas: Some(available),
+                ..DeploymentStatus::default()
+            },
+        );
+        observe(Some(&d), &[])
+    }
+
     #[test]
-    fn failure_replaces_only_degraded() {
-        let before = observe(None, &[]);
-        let failure = Failure {
-            reason: "Conflict".into(),
-            message: "409".into(),
-        };
-        let after = with_failure(
-            &before,
-            Some(8),
-            &failure,
-            Timestamp::from_second(2_000).expect("timestamp"),
+    fn progressing_tells_rollouts_scaling_and_unready_pods_apart() {
+        let reason = |s: &WsgiAppStatus| get(s, PROGRESSING).reason.clone();
+        assert_eq!(reason(&rolled(2, 3, 1, 2)), "RollingOut");
+        assert_eq!(reason(&rolled(4, 2, 2, 2)), "ScalingUp");
+        assert_eq!(reason(&rolled(2, 4, 4, 4)), "ScalingDown");
+        let crash_loop = rolled(2, 2, 2, 1);
+        assert_eq!(reason(&crash_loop), "PodsNotReady");
+        assert!(
+            get(&crash_loop, PROGRESSING)
+                .message
+                .starts_with("1/2 pods available")
         );
-        assert_eq!(get(&after, READY), get(&before, READY));
-        assert_eq!(
-            (
-                get(&after, DEGRADED).status.as_str(),
-                get(&after, DEGRADED).reason.as_str()
-            ),
-            ("True", "Conflict")
-        );
-        assert_eq!(after.conditions.len(), 3);
+        assert_eq!(get(&crash_loop, READY).status, "False");
+        assert_eq!(reason(&rolled(2, 2, 2, 2)), "RolloutComplete");
+        let mut unseen = deployment(2, DeploymentStatus::default());
+        unseen.metadata.generation = Some(3);
+        assert_eq!(reason(&observe(Some(&unseen), &[])), "Updating");
     }
 }

@@ -169,9 +169,26 @@ fn pod_template_selects_itself_and_drains_gracefully() {
         let pod = spec.template.spec.as_ref().expect("pod spec");
         let server = &app.spec.server;
         let grace = pod.termination_grace_period_seconds.expect("grace period");
+        // SIGTERM, then the shutdown delay, then the drain, then a margin before SIGKILL.
+        assert_eq!(
+            grace,
+            i64::from(server.shutdown_delay_seconds + server.graceful_timeout_seconds) + 5,
+            "{name}"
+        );
+        let container = &pod.containers[0];
         assert!(
-            grace > i64::from(server.graceful_timeout_seconds + server.pre_stop_delay_seconds),
-            "{name}: {grace}"
+            container.lifecycle.is_none(),
+            "{name}: no preStop hook (sleep needs Kubernetes 1.30)"
+        );
+        let args = container.args.clone().unwrap_or_default();
+        let delay = args
+            .iter()
+            .position(|a| a == "--shutdown-delay")
+            .map(|i| args[i + 1].clone());
+        assert_eq!(
+            delay,
+            (server.shutdown_delay_seconds > 0).then(|| server.shutdown_delay_seconds.to_string()),
+            "{name}: {args:?}"
         );
         let container = &pod.containers[0];
         assert_eq!(container.name, deployment::CONTAINER);

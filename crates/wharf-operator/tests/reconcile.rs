@@ -14,9 +14,12 @@ use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 use wharf_operator::crd::WsgiApp;
+use wharf_operator::leader::Gate;
 use wharf_operator::metrics::Metrics;
+use wharf_operator::reconcile::live::{self, LiveWriters};
 use wharf_operator::reconcile::{self, Context};
 use wharf_operator::render::RenderConfig;
 
@@ -40,6 +43,8 @@ type Responder = Arc<dyn Fn(&Call) -> (StatusCode, Value) + Send + Sync>;
 struct MockApi {
     calls: Arc<Mutex<Vec<Call>>>,
     ctx: Arc<Context>,
+    /// The watches' side of the children stores: what the reconciler believes exists.
+    live: Mutex<LiveWriters>,
 }
 
 fn mock(respond: Responder) -> MockApi {
@@ -74,6 +79,16 @@ fn mock(respond: Responder) -> MockApi {
             instance: Some("test".into()),
         },
     );
+    let (live, mut writers) = live::stores();
+    // Every watch has listed once, and found nothing.
+    writers
+        .deployments
+        .apply_watcher_event(&watcher::Event::InitDone);
+    writers
+        .services
+        .apply_watcher_event(&watcher::Event::InitDone);
+    writers.hpas.apply_watcher_event(&watcher::Event::InitDone);
+    writers.pdbs.apply_watcher_event(&watcher::Event::InitDone);
     let ctx = Arc::new(Context::new(
         client,
         RenderConfig {
@@ -81,14 +96,57 @@ fn mock(respond: Responder) -> MockApi {
         },
         recorder,
         Arc::new(Metrics::default()),
+        Gate::always_open(),
+        live,
     ));
-    MockApi { calls, ctx }
+    MockApi {
+        calls,
+        ctx,
+        live: Mutex::new(writers),
+    }
 }
 
 impl MockApi {
     fn calls(&self) -> Vec<Call> {
         self.calls.lock().expect("lock").clone()
     }
+
+    fn forget_calls(&self) {
+        self.calls.lock().expect("lock").clear();
+    }
+
+    /// Tells the reconciler, as a watch event would, that `object` exists as given (JSON).
+    fn sees(&self, object: &Value) {
+        let mut live = self.live.lock().expect("lock");
+        match object["kind"].as_str() {
+            Some("Deployment") => live
+                .deployments
+                .apply_watcher_event(&watcher::Event::Apply(from(object))),
+            Some("Service") => live
+                .services
+                .apply_watcher_event(&watcher::Event::Apply(from(object))),
+            Some("HorizontalPodAutoscaler") => live
+                .hpas
+                .apply_watcher_event(&watcher::Event::Apply(from(object))),
+            Some("PodDisruptionBudget") => live
+                .pdbs
+                .apply_watcher_event(&watcher::Event::Apply(from(object))),
+            other => panic!("not a child: {other:?}"),
+        }
+    }
+
+    /// Feeds every object the reconciler applied back in, as the watches would.
+    fn sees_what_was_applied(&self) {
+        for call in self.calls() {
+            if call.method == Method::PATCH && !call.path.ends_with("/status") {
+                self.sees(&call.body);
+            }
+        }
+    }
+}
+
+fn from<K: serde::de::DeserializeOwned>(object: &Value) -> K {
+    serde_json::from_value(object.clone()).expect("a valid object")
 }
 
 fn api_status(code: u16, reason: &str) -> (StatusCode, Value) {
@@ -152,7 +210,10 @@ async fn applies_children_with_the_operator_field_manager_and_writes_status() {
         .expect("reconciles");
     let calls = api.calls();
 
-    let applies: Vec<&Call> = calls.iter().filter(|c| c.method == Method::PATCH).collect();
+    let applies: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.method == Method::PATCH && !c.path.contains("/events"))
+        .collect();
     for call in &applies {
         assert!(
             call.query.contains("fieldManager=wharf-operator"),
@@ -184,16 +245,17 @@ async fn applies_children_with_the_operator_field_manager_and_writes_status() {
         &Method::PATCH,
         "/apis/policy/v1/namespaces/default/poddisruptionbudgets/hello"
     )));
-    // No autoscaling: the HPA is looked up (absent) and not created.
-    assert!(
-        calls
-            .iter()
-            .any(|c| c.is(&Method::GET, "/horizontalpodautoscalers/hello"))
-    );
+    // No autoscaling, and the watch saw no HPA: nothing to create, look up or delete.
     assert!(
         !calls
             .iter()
-            .any(|c| c.method != Method::GET && c.path.contains("horizontalpodautoscalers"))
+            .any(|c| c.path.contains("horizontalpodautoscalers")),
+        "{calls:#?}"
+    );
+    // Every child is new: one Normal Event each.
+    assert_eq!(
+        event_reasons(&calls),
+        vec!["Normal:Created", "Normal:Created", "Normal:Created"]
     );
 
     let status = status_patch(&calls, "hello");
@@ -205,7 +267,7 @@ async fn applies_children_with_the_operator_field_manager_and_writes_status() {
     assert_eq!(status.body["status"]["url"], "http://hello.default.svc");
     assert_eq!(status.body["status"]["observedGeneration"], 1);
     assert_eq!(condition(&status, "Ready")["status"], "False");
-    assert_eq!(condition(&status, "Progressing")["reason"], "RollingOut");
+    assert_eq!(condition(&status, "Progressing")["reason"], "Updating");
     assert_eq!(condition(&status, "Degraded")["status"], "False");
     assert_eq!(action, Action::requeue(Duration::from_secs(10)));
 }
@@ -240,7 +302,11 @@ fn owned_by(uid: &Value, kind: &str, api_version: &str) -> Value {
         "metadata": {"name": "api", "namespace": "prod", "ownerReferences": [
             {"apiVersion": "wharf.dev/v1alpha1", "kind": "WsgiApp", "name": "api", "uid": uid, "controller": true}
         ]},
-        "spec": {}
+        "spec": if kind == "HorizontalPodAutoscaler" {
+            json!({"maxReplicas": 3, "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}})
+        } else {
+            json!({})
+        }
     })
 }
 
@@ -251,24 +317,20 @@ async fn children_no_longer_wanted_are_deleted_only_when_owned() {
     app.spec.autoscaling = None;
     app.spec.replicas = Some(2);
     let uid = json!(app.metadata.uid);
-    let api = mock(Arc::new(move |call: &Call| {
-        match (&call.method, call.path.as_str()) {
-            (&Method::GET, p) if p.ends_with("/horizontalpodautoscalers/api") => (
-                StatusCode::OK,
-                owned_by(&uid, "HorizontalPodAutoscaler", "autoscaling/v2"),
-            ),
-            // A PDB of the same name that someone else created.
-            (&Method::GET, p) if p.ends_with("/poddisruptionbudgets/api") => (
-                StatusCode::OK,
-                owned_by(&json!("someone-else"), "PodDisruptionBudget", "policy/v1"),
-            ),
-            (&Method::DELETE, _) => (
-                StatusCode::OK,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
-            ),
-            _ => echo(call),
-        }
+    let api = mock(Arc::new(|call: &Call| match call.method {
+        Method::DELETE => (
+            StatusCode::OK,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ),
+        _ => echo(call),
     }));
+    api.sees(&owned_by(&uid, "HorizontalPodAutoscaler", "autoscaling/v2"));
+    // A PDB of the same name that someone else created.
+    api.sees(&owned_by(
+        &json!("someone-else"),
+        "PodDisruptionBudget",
+        "policy/v1",
+    ));
     reconcile::reconcile(Arc::new(app), api.ctx.clone())
         .await
         .expect("reconciles");
@@ -291,6 +353,20 @@ async fn children_no_longer_wanted_are_deleted_only_when_owned() {
         .find(|c| c.is(&Method::PATCH, "/deployments/api"))
         .expect("applied");
     assert_eq!(deployment.body["spec"]["replicas"], 2);
+    // The HPA goes before the Deployment gets its fixed count, with a Normal Event.
+    let position = |method: &Method, kind: &str| {
+        calls
+            .iter()
+            .position(|c| c.method == *method && c.path.contains(kind))
+    };
+    assert!(
+        position(&Method::DELETE, "horizontalpodautoscalers")
+            < position(&Method::PATCH, "/deployments/")
+    );
+    assert!(
+        event_reasons(&calls).contains(&"Normal:Deleted".to_owned()),
+        "{calls:#?}"
+    );
 }
 
 #[tokio::test]
@@ -329,7 +405,8 @@ fn failing_deployment(code: u16, reason: &'static str) -> Responder {
 fn event_reasons(calls: &[Call]) -> Vec<String> {
     calls
         .iter()
-        .filter(|c| c.method == Method::POST && c.path.ends_with("/events"))
+        // A repeated Event is a PATCH of its series.
+        .filter(|c| c.method != Method::GET && c.path.contains("/events"))
         .map(|c| {
             format!(
                 "{}:{}",
@@ -337,6 +414,13 @@ fn event_reasons(calls: &[Call]) -> Vec<String> {
                 c.body["reason"].as_str().unwrap_or_default()
             )
         })
+        .collect()
+}
+
+fn warnings(calls: &[Call]) -> Vec<String> {
+    event_reasons(calls)
+        .into_iter()
+        .filter(|r| r.starts_with("Warning:"))
         .collect()
 }
 
@@ -349,18 +433,33 @@ async fn server_errors_are_retried_with_growing_backoff_and_reported() {
         .expect_err("500 fails the reconcile");
     assert_eq!(error.reason(), "ReconcileFailed");
     let calls = api.calls();
-    assert_eq!(event_reasons(&calls), vec!["Warning:ReconcileFailed"]);
+    // The Deployment's failure is reported, the other children are still applied (as new: Created).
+    assert_eq!(
+        event_reasons(&calls),
+        vec![
+            "Normal:Created",
+            "Normal:Created",
+            "Warning:ReconcileFailed"
+        ]
+    );
     let status = status_patch(&calls, "hello");
     assert_eq!(condition(&status, "Degraded")["status"], "True");
     assert_eq!(condition(&status, "Degraded")["reason"], "ReconcileFailed");
-    assert!(
-        condition(&status, "Degraded")["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("InternalError from mock")
+    // The API server's message, reason and code, once; no Rust debug dump.
+    assert_eq!(
+        condition(&status, "Degraded")["message"],
+        "apply Deployment default/hello failed: InternalError from mock (InternalError, HTTP 500)"
     );
-    // No child after the failed one is touched.
-    assert!(!calls.iter().any(|c| c.path.contains("/services/")));
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.is(&Method::PATCH, "/services/hello"))
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.is(&Method::PATCH, "/poddisruptionbudgets/hello"))
+    );
 
     let delays: Vec<Action> = (0..3)
         .map(|_| reconcile::error_policy(app.clone(), &error, api.ctx.clone()))
@@ -392,7 +491,7 @@ async fn invalid_objects_are_reported_without_hot_retries() {
         .expect("an invalid spec is not an error to retry");
     assert_eq!(action, Action::requeue(Duration::from_secs(1800)));
     let calls = api.calls();
-    assert_eq!(event_reasons(&calls), vec!["Warning:InvalidSpec"]);
+    assert_eq!(warnings(&calls), vec!["Warning:InvalidSpec"]);
     assert_eq!(
         condition(&status_patch(&calls, "hello"), "Degraded")["reason"],
         "InvalidSpec"
@@ -451,5 +550,193 @@ async fn unsupported_python_in_injected_mode_degrades_the_app() {
             .contains("Python 3.6.15"),
         "{degraded}"
     );
-    assert_eq!(event_reasons(&calls), vec!["Warning:RuntimeUnsupported"]);
+    assert_eq!(warnings(&calls), vec!["Warning:RuntimeUnsupported"]);
+}
+
+fn failing(method: Method, path_suffix: &'static str, code: u16) -> Responder {
+    Arc::new(move |call: &Call| {
+        if call.is(&method, path_suffix) {
+            api_status(code, "InternalError")
+        } else {
+            echo(call)
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_failed_hpa_delete_holds_back_the_fixed_replica_count_but_not_the_other_children() {
+    let mut app = example("autoscaled");
+    app.spec.autoscaling = None;
+    app.spec.replicas = Some(2);
+    app.spec.disruption_budget = None;
+    let api = mock(failing(
+        Method::DELETE,
+        "/horizontalpodautoscalers/api",
+        500,
+    ));
+    api.sees(&owned_by(
+        &json!(app.metadata.uid),
+        "HorizontalPodAutoscaler",
+        "autoscaling/v2",
+    ));
+    let error = reconcile::reconcile(Arc::new(app), api.ctx.clone())
+        .await
+        .expect_err("retried");
+    let calls = api.calls();
+    // A Deployment with `replicas: 2` next to the live HPA would fight it: not applied.
+    assert!(
+        !calls.iter().any(|c| c.path.contains("/deployments/")),
+        "{calls:#?}"
+    );
+    assert!(calls.iter().any(|c| c.is(&Method::PATCH, "/services/api")));
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.is(&Method::PATCH, "/poddisruptionbudgets/api"))
+    );
+    let message = condition(&status_patch(&calls, "api"), "Degraded")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(message, error.to_string());
+    assert!(
+        message.starts_with("delete HorizontalPodAutoscaler prod/api failed: InternalError from mock (InternalError, HTTP 500); the Deployment's fixed replica count is not applied until"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_deployment_apply_holds_back_the_hpa() {
+    let api = mock(failing(Method::PATCH, "/deployments/api", 500));
+    reconcile::reconcile(Arc::new(example("autoscaled")), api.ctx.clone())
+        .await
+        .expect_err("retried");
+    let calls = api.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.path.contains("horizontalpodautoscalers")),
+        "{calls:#?}"
+    );
+    assert!(calls.iter().any(|c| c.is(&Method::PATCH, "/services/api")));
+}
+
+fn rolled_out(mut deployment: Value) -> Value {
+    deployment["metadata"]["generation"] = json!(1);
+    deployment["status"] = json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1});
+    deployment
+}
+
+/// The app as the watch shows it after the operator wrote `call`'s status.
+fn with_status(mut app: WsgiApp, call: &Call) -> WsgiApp {
+    app.status = Some(serde_json::from_value(call.body["status"].clone()).expect("status"));
+    app
+}
+
+#[tokio::test]
+async fn a_settled_app_costs_no_request_and_drift_or_deletion_is_repaired() {
+    // An API server whose Deployments are rolled out by the time the apply answers.
+    let api = mock(Arc::new(|call: &Call| {
+        if call.is(&Method::PATCH, "/deployments/hello") {
+            (StatusCode::OK, rolled_out(call.body.clone()))
+        } else {
+            echo(call)
+        }
+    }));
+    let mut app = example("minimal");
+    let action = reconcile::reconcile(Arc::new(app.clone()), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    // The watches see what was applied (the Deployment rolled out).
+    api.sees_what_was_applied();
+    let applied_deployment = rolled_out(
+        api.calls()
+            .into_iter()
+            .find(|c| c.is(&Method::PATCH, "/deployments/hello"))
+            .expect("deployment applied")
+            .body,
+    );
+    api.sees(&applied_deployment);
+    app = with_status(app, &status_patch(&api.calls(), "hello"));
+    api.forget_calls();
+
+    // Steady state (a re-check, or the watch event of our own writes): nothing to write.
+    reconcile::reconcile(Arc::new(app.clone()), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    assert_eq!(api.calls().len(), 0, "{:#?}", api.calls());
+
+    // Someone changes the image: only the Deployment is applied again, with a Normal Event.
+    let mut edited = applied_deployment.clone();
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil:1");
+    api.sees(&edited);
+    reconcile::reconcile(Arc::new(app.clone()), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    assert_eq!(
+        calls.iter().filter(|c| !c.path.contains("/events")).count(),
+        1,
+        "{calls:#?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.is(&Method::PATCH, "/deployments/hello"))
+    );
+    assert_eq!(event_reasons(&calls), vec!["Normal:DriftCorrected"]);
+    api.sees(&applied_deployment);
+    api.forget_calls();
+
+    // Someone deletes the Service: it comes back, with a Normal Event.
+    let service = api
+        .live
+        .lock()
+        .expect("lock")
+        .services
+        .as_reader()
+        .state()
+        .first()
+        .map(|s| (**s).clone())
+        .expect("service seen");
+    api.live
+        .lock()
+        .expect("lock")
+        .services
+        .apply_watcher_event(&watcher::Event::Delete(service));
+    reconcile::reconcile(Arc::new(app), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.is(&Method::PATCH, "/services/hello"))
+    );
+    assert_eq!(event_reasons(&calls), vec!["Normal:Created"]);
+}
+
+#[tokio::test]
+async fn unsettled_apps_are_rechecked_less_and_less_often() {
+    let api = mock(Arc::new(echo));
+    let app = Arc::new(example("minimal"));
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        match reconcile::reconcile(app.clone(), api.ctx.clone()).await {
+            Ok(action) => delays.push(action),
+            Err(error) => panic!("{error}"),
+        }
+    }
+    assert_eq!(
+        delays,
+        [10, 20, 40, 80].map(|s| Action::requeue(Duration::from_secs(s)))
+    );
+    // A new generation starts again at 10 s.
+    let mut changed = (*app).clone();
+    changed.metadata.generation = Some(2);
+    let action = reconcile::reconcile(Arc::new(changed), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
 }

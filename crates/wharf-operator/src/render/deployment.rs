@@ -6,9 +6,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle,
-    LifecycleHandler, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecurityContext, SleepAction, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -20,7 +20,7 @@ use crate::crd::{Runtime, TracingSpec};
 pub const CONTAINER: &str = "wharf";
 /// Annotation on the pod template carrying a digest of everything else in it.
 pub const TEMPLATE_HASH: &str = "wharf.dev/pod-template-hash";
-/// Margin on top of graceful timeout + preStop delay before the kubelet sends SIGKILL.
+/// Margin on top of shutdown delay + graceful timeout before the kubelet sends SIGKILL.
 const KILL_MARGIN_SECONDS: i64 = 5;
 const TMP_VOLUME: &str = "tmp";
 
@@ -92,7 +92,7 @@ fn pod_template(t: &Target) -> Result<PodTemplateSpec, RenderError> {
         ),
         termination_grace_period_seconds: Some(
             i64::from(spec.server.graceful_timeout_seconds)
-                + i64::from(spec.server.pre_stop_delay_seconds)
+                + i64::from(spec.server.shutdown_delay_seconds)
                 + KILL_MARGIN_SECONDS,
         ),
         ..PodSpec::default()
@@ -154,17 +154,6 @@ fn app_container(t: &Target) -> Container {
         startup_probe: Some(probe("/livez", 2, 60)),
         liveness_probe: Some(probe("/livez", 10, 3)),
         readiness_probe: Some(probe("/readyz", 5, 2)),
-        lifecycle: (spec.server.pre_stop_delay_seconds > 0).then(|| Lifecycle {
-            // The kubelet sleeps before SIGTERM, so endpoints controllers and load balancers stop
-            // sending traffic before wharf starts draining; no shell needed in the image.
-            pre_stop: Some(LifecycleHandler {
-                sleep: Some(SleepAction {
-                    seconds: i64::from(spec.server.pre_stop_delay_seconds),
-                }),
-                ..LifecycleHandler::default()
-            }),
-            ..Lifecycle::default()
-        }),
         security_context: Some(
             spec.security_context
                 .clone()
@@ -191,6 +180,11 @@ pub fn wharf_args(t: &Target) -> Vec<String> {
         ("--threads", server.threads),
         ("--timeout", server.timeout_seconds),
         ("--graceful-timeout", Some(server.graceful_timeout_seconds)),
+        // In wharf itself rather than a kubelet `preStop` sleep, which Kubernetes < 1.30 drops.
+        (
+            "--shutdown-delay",
+            (server.shutdown_delay_seconds > 0).then_some(server.shutdown_delay_seconds),
+        ),
         ("--max-requests", server.max_requests),
     ];
     for (flag, value) in optional {

@@ -38,11 +38,20 @@ pub fn cases() -> Vec<(String, PathBuf)> {
     cases
 }
 
-/// Reads a manifest and gives it what the API server would: a uid and a generation.
-pub fn load(path: &Path) -> WsgiApp {
+/// The WsgiApp document of a manifest, which may also hold other objects (e.g. its Namespace).
+pub fn wsgiapp_document(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.split("\n---\n")
+        .find(|d| d.contains("\nkind: WsgiApp"))
+        .unwrap_or_else(|| panic!("{}: no WsgiApp", path.display()))
+        .to_owned()
+}
+
+/// Reads the WsgiApp of a manifest and gives it what the API server would: a uid and a generation.
+pub fn load(path: &Path) -> WsgiApp {
+    let document = wsgiapp_document(path);
     let mut app: WsgiApp =
-        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_saphyr::from_str(&document).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let name = app.metadata.name.clone().expect("fixture has a name");
     app.metadata.uid = Some(format!("00000000-0000-4000-8000-{:0>12}", name.len()));
     app.metadata.generation = Some(1);

@@ -1,0 +1,217 @@
+//! Applying one WsgiApp's rendered children as a set: every child is attempted and every failure
+//! collected, in an order in which the Deployment and the HPA never both own `spec.replicas`.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::Store;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::live::key;
+use super::unchanged::{self, Verdict};
+use super::{Context, publish};
+use crate::crd::WsgiApp;
+use crate::error::Error;
+use crate::render::{Children, labels};
+
+/// Outcome of applying the set.
+pub(crate) struct Applied {
+    /// The Deployment as it now is (apply answer, or the watched copy when nothing changed), if
+    /// it exists.
+    pub(crate) deployment: Option<Arc<Deployment>>,
+    pub(crate) errors: Vec<Error>,
+}
+
+pub(crate) async fn apply(ctx: &Context, app: &WsgiApp, children: &Children) -> Applied {
+    let live = &ctx.live;
+    let name = app.name_any();
+    let mut errors = Vec::new();
+    let deployment = match &children.hpa {
+        // Deployment first: the rendered one leaves `spec.replicas` out, so the HPA does not find
+        // it owned by us. If that fails, no HPA either: it would fight the fixed count.
+        Some(hpa) => match ensure(ctx, app, &live.deployments, &children.deployment).await {
+            Ok(deployment) => {
+                if let Err(error) = ensure(ctx, app, &live.hpas, hpa).await {
+                    errors.push(error);
+                }
+                Some(deployment)
+            }
+            Err(error) => {
+                errors.push(error);
+                None
+            }
+        },
+        // The HPA goes first: a Deployment with a fixed count next to a live HPA would fight it.
+        // If it cannot be deleted, the Deployment keeps leaving the count to it for now.
+        None => match remove(ctx, app, &live.hpas, &name).await {
+            Ok(()) => match ensure(ctx, app, &live.deployments, &children.deployment).await {
+                Ok(deployment) => Some(deployment),
+                Err(error) => {
+                    errors.push(error);
+                    None
+                }
+            },
+            Err(error) => {
+                errors.push(error);
+                errors.push(Error::HeldBack {
+                    what: "the Deployment's fixed replica count",
+                    until: "the HorizontalPodAutoscaler is deleted",
+                });
+                None
+            }
+        },
+    };
+    if let Err(error) = ensure(ctx, app, &live.services, &children.service).await {
+        errors.push(error);
+    }
+    let pdb = match &children.pdb {
+        Some(pdb) => ensure(ctx, app, &live.pdbs, pdb).await.map(drop),
+        None => remove(ctx, app, &live.pdbs, &name).await,
+    };
+    if let Err(error) = pdb {
+        errors.push(error);
+    }
+    let deployment = deployment.or_else(|| {
+        live.deployments
+            .get(&key(&name, &app.namespace().unwrap_or_default()))
+    });
+    Applied { deployment, errors }
+}
+
+/// Server-side apply of `desired`, forcing ownership of the fields we set (the operator is their
+/// source of truth), unless the watched copy shows it would change nothing.
+async fn ensure<K>(
+    ctx: &Context,
+    app: &WsgiApp,
+    store: &Store<K>,
+    desired: &K,
+) -> Result<Arc<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let namespace = desired.meta().namespace.clone().unwrap_or_default();
+    let kind = K::kind(&());
+    // A Null body, force-applied, would release every field this manager owns.
+    let mut body = serde_json::to_value(desired).map_err(|source| Error::Serialize {
+        kind: kind.clone().into_owned(),
+        name: name.clone(),
+        source,
+    })?;
+    body["apiVersion"] = json!(K::api_version(&()));
+    body["kind"] = json!(kind);
+    let digest = unchanged::stamp(&mut body);
+    let current = store.get(&key(&name, &namespace));
+    let current_json = current
+        .as_ref()
+        .and_then(|c| serde_json::to_value(c.as_ref()).ok());
+    let verdict = unchanged::verdict(&body, &digest, current_json.as_ref());
+    if let (Verdict::UpToDate, Some(current)) = (verdict, current) {
+        return Ok(current);
+    }
+    ctx.may_write()?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(labels::MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|source| Error::Api {
+            verb: "apply",
+            kind: kind.clone().into_owned(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source: Box::new(source),
+        })?;
+    match verdict {
+        Verdict::Create => {
+            publish(
+                ctx,
+                app,
+                Some(applied.object_ref(&())),
+                EventType::Normal,
+                "Created",
+                &format!("created {kind} {name}"),
+            )
+            .await;
+        }
+        Verdict::Drifted => {
+            tracing::info!(%kind, %name, "corrected drift: the live object lost some of the operator's values");
+            publish(
+                ctx,
+                app,
+                Some(applied.object_ref(&())),
+                EventType::Normal,
+                "DriftCorrected",
+                &format!(
+                    "{kind} {name} was changed by someone else; restored the operator's values"
+                ),
+            )
+            .await;
+        }
+        Verdict::Update | Verdict::UpToDate => {}
+    }
+    Ok(Arc::new(applied))
+}
+
+/// Deletes `name` if (and only if) the watched copy exists and is controlled by `app`: an object of
+/// the same name created by someone else is left alone.
+async fn remove<K>(ctx: &Context, app: &WsgiApp, store: &Store<K>, name: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let namespace = app.namespace().unwrap_or_default();
+    let kind = K::kind(&());
+    let Some(existing) = store.get(&key(name, &namespace)) else {
+        return Ok(());
+    };
+    let owner_uid = app.uid().unwrap_or_default();
+    let owned = existing
+        .owner_references()
+        .iter()
+        .any(|o| o.uid == owner_uid && o.controller == Some(true));
+    if !owned {
+        tracing::debug!(%kind, name, "not deleting an object the WsgiApp does not control");
+        return Ok(());
+    }
+    ctx.may_write()?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {
+            tracing::info!(%kind, name, "deleted child no longer wanted");
+            publish(
+                ctx,
+                app,
+                Some(existing.object_ref(&())),
+                EventType::Normal,
+                "Deleted",
+                &format!("deleted {kind} {name}, no longer wanted"),
+            )
+            .await;
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Api {
+            verb: "delete",
+            kind: kind.into_owned(),
+            namespace,
+            name: name.to_owned(),
+            source: Box::new(source),
+        }),
+    }
+}

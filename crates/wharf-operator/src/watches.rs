@@ -1,0 +1,109 @@
+//! The controller's watch streams: WsgiApps (changes of `spec` only), and our own children, each
+//! mirrored into a reflector store the reconciler reads. A watch that cannot list (CRD missing,
+//! RBAC missing) is reported at warn, once a minute per distinct error.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::crd::WsgiApp;
+use crate::error::describe;
+use crate::render::labels;
+
+/// Repeated reports of the same watch error are held back this long.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// WsgiApps, mirrored into the returned store. Only events that change `metadata.generation` (the
+/// spec) reach the reconciler: the operator's own status writes do not trigger it again.
+pub(crate) fn apps(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    Store<WsgiApp>,
+    BoxStream<'static, Result<WsgiApp, watcher::Error>>,
+) {
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(
+            api::<WsgiApp>(client, namespace),
+            watcher::Config::default().any_semantic(),
+        ),
+    )
+    .default_backoff()
+    .inspect_err(rate_limited_warning("WsgiApps (is the CRD installed?)"))
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default())
+    .boxed();
+    (reader, stream)
+}
+
+/// Children labelled as managed by us, mirrored into `writer`'s store. Every change and deletion
+/// triggers the owner, so a deleted child comes back at once.
+pub(crate) fn children<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    writer: Writer<K>,
+) -> BoxStream<'static, Result<K, watcher::Error>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    // Only our own children are watched, which keeps the caches small on busy clusters.
+    let owned =
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let what = format!("{}s", K::kind(&()));
+    reflector(writer, watcher(api::<K>(client, namespace), owned))
+        .default_backoff()
+        .inspect_err(rate_limited_warning(&what))
+        .touched_objects()
+        .boxed()
+}
+
+fn rate_limited_warning(what: &str) -> impl FnMut(&watcher::Error) + Send + 'static {
+    let what = what.to_owned();
+    let mut last: Option<(String, Instant)> = None;
+    move |error| {
+        let text = match error {
+            watcher::Error::InitialListFailed(e)
+            | watcher::Error::WatchStartFailed(e)
+            | watcher::Error::WatchFailed(e) => describe(e),
+            watcher::Error::WatchError(status) => describe(&kube::Error::Api(status.clone())),
+            watcher::Error::NoResourceVersion => error.to_string(),
+        };
+        let repeated = last
+            .as_ref()
+            .is_some_and(|(previous, at)| *previous == text && at.elapsed() < WARN_EVERY);
+        if !repeated {
+            tracing::warn!(error = %text, "cannot watch {what}; retrying with backoff. Check the CRD and the operator's RBAC (list, watch)");
+            last = Some((text, Instant::now()));
+        }
+    }
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
