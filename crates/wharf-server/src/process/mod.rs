@@ -2,7 +2,8 @@
 //! processes, and a worker's link back to it.
 //!
 //! `supervisor` is the reconcile loop over workers; `control` is the channel between a worker
-//! and the supervisor (both halves); `handoff` passes sockets to workers; `admin` answers
+//! and the supervisor (both halves); `sockets` holds the listening sockets (one
+//! set per worker slot, so the kernel spreads connections) and `handoff` passes them to workers; `admin` answers
 //! /livez, /readyz and /metrics from `health` and `scrape`; `reload` watches sources.
 
 mod admin;
@@ -11,6 +12,7 @@ mod handoff;
 mod health;
 mod reload;
 mod scrape;
+mod sockets;
 mod supervise;
 mod supervisor;
 

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 
 use super::admin;
-use super::handoff::{self, SharedSocket};
+use super::handoff;
 use super::health::Health;
 use super::scrape::Scraper;
+use super::sockets::Sockets;
 use super::supervisor::{Supervisor, WorkerCommand};
 use crate::config::Config;
 use crate::entry;
@@ -29,18 +30,14 @@ pub(crate) fn supervise(py: Python<'_>, config: &Config, args: Vec<String>) -> R
     let (sockets, admin_listener) = {
         let _entered = runtime.enter();
         let sockets = match handoff::systemd_sockets()? {
-            Some(sockets) => sockets,
-            None => config
-                .binds
-                .iter()
-                .map(|spec| SharedSocket::from_listener(Listener::bind(spec, config.backlog)?))
-                .collect::<Result<Vec<_>, _>>()?,
+            Some(activated) => Sockets::activated(activated),
+            None => Sockets::bind(&config.binds, config.backlog)?,
         };
         let admin = config.admin_bind.as_ref().map(|spec| Listener::bind(spec, 128)).transpose()?;
         (sockets, admin)
     };
-    for socket in &sockets {
-        tracing::info!("listening on {}", socket.describe);
+    for address in sockets.describe() {
+        tracing::info!("listening on {address}");
     }
     let health = Arc::new(Health::new());
     let scraper = Arc::new(Scraper::default());

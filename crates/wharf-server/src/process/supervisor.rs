@@ -17,11 +17,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use super::control::{RecycleReason, WorkerChannel, WorkerMessage};
-use super::handoff::{HANDOFF_ENV, Handoff, SharedSocket};
+use super::handoff::{HANDOFF_ENV, Handoff};
 use super::health::{Health, STALE_HEARTBEAT};
 use super::reload::SourceWatcher;
 use super::scrape::Scraper;
+use super::sockets::Sockets;
 use crate::config::Config;
+use crate::http::SocketKind;
 
 /// A ready worker silent this long is considered hung and killed. A starting one is allowed
 /// `--startup-timeout` instead: importing an app holds the GIL, and heartbeats with it.
@@ -45,6 +47,8 @@ enum State {
 
 struct Worker {
     pid: i32,
+    /// Which set of listening sockets it accepts on (see `sockets`).
+    slot: usize,
     state: State,
     /// Replace this worker once a successor is ready.
     retire: Option<&'static str>,
@@ -67,7 +71,7 @@ enum Signal {
 
 pub(crate) struct Supervisor {
     command: WorkerCommand,
-    sockets: Vec<SharedSocket>,
+    sockets: Sockets,
     graceful_timeout: Duration,
     startup_timeout: Duration,
     shutdown_delay: Duration,
@@ -122,7 +126,7 @@ impl Supervisor {
     pub(crate) fn new(
         config: &Config,
         command: WorkerCommand,
-        sockets: Vec<SharedSocket>,
+        sockets: Sockets,
         health: Arc<Health>,
         scraper: Arc<Scraper>,
     ) -> Self {
@@ -176,7 +180,9 @@ impl Supervisor {
     fn spawn(&mut self) -> std::io::Result<u32> {
         let id = self.next_id;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        let mut child = self.start_process(id, OwnedFd::from(theirs))?;
+        let slot = self.free_slot();
+        let sockets = self.sockets.for_slot(slot).map_err(|err| std::io::Error::other(err.to_string()))?;
+        let mut child = self.start_process(id, OwnedFd::from(theirs), sockets)?;
         self.next_id += 1;
         // A child not yet waited for always has a pid; 0 (never signalled) only guards the type.
         let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
@@ -189,17 +195,29 @@ impl Supervisor {
         tracing::info!(worker = id, pid, "started worker");
         let now = Instant::now();
         self.workers
-            .insert(id, Worker { pid, state: State::Starting, retire: None, last_heartbeat: now, started: now });
+            .insert(id, Worker { pid, slot, state: State::Starting, retire: None, last_heartbeat: now, started: now });
         Ok(id)
     }
 
-    /// The worker process, inheriting the shared sockets and its end of the control channel.
-    fn start_process(&self, id: u32, control: OwnedFd) -> std::io::Result<tokio::process::Child> {
-        let handoff = Handoff {
-            worker_id: id,
-            control: control.as_raw_fd(),
-            sockets: self.sockets.iter().map(SharedSocket::raw).collect(),
+    /// The slot a new worker takes: the first one no staying worker serves (a retiring or
+    /// draining one is on its way out: its successor takes over its slot).
+    fn free_slot(&self) -> usize {
+        let taken = |slot: usize| {
+            self.workers
+                .values()
+                .any(|w| w.slot == slot && w.retire.is_none() && !matches!(w.state, State::Draining { .. }))
         };
+        (0..=self.workers.len()).find(|&slot| !taken(slot)).unwrap_or(self.workers.len())
+    }
+
+    /// The worker process, inheriting its sockets and its end of the control channel.
+    fn start_process(
+        &self,
+        id: u32,
+        control: OwnedFd,
+        sockets: Vec<(SocketKind, RawFd)>,
+    ) -> std::io::Result<tokio::process::Child> {
+        let handoff = Handoff { worker_id: id, control: control.as_raw_fd(), sockets };
         let inherit: Vec<RawFd> = handoff.sockets.iter().map(|&(_, fd)| fd).chain([handoff.control]).collect();
         let mut cmd = std::process::Command::new(&self.command.python);
         cmd.arg("-m").arg("wharf").args(&self.command.args).env(HANDOFF_ENV, handoff.encode());
@@ -373,7 +391,7 @@ impl Supervisor {
         self.stopping = Some((why, Instant::now()));
         // Once the workers stop accepting too, the sockets close and new connections are
         // refused at once instead of waiting in a backlog nobody will serve.
-        self.sockets.clear();
+        self.sockets.close();
         self.health.update(|h| h.draining = true);
         let ids: Vec<u32> = self.workers.keys().copied().collect();
         for id in ids {
@@ -461,11 +479,17 @@ impl Supervisor {
             }
         }
         if kept > target {
-            let extra: Vec<u32> =
-                self.workers.iter().filter(|(_, w)| keep(w)).map(|(id, _)| *id).take(kept - target).collect();
-            for id in extra {
+            // The highest slots go, so the slots left are 0..target and the last ones close.
+            let mut staying: Vec<(usize, u32)> =
+                self.workers.iter().filter(|(_, w)| keep(w)).map(|(id, w)| (w.slot, *id)).collect();
+            staying.sort_unstable_by(|a, b| b.cmp(a));
+            for (_, id) in staying.into_iter().take(kept - target) {
                 self.drain(id, "scale down");
             }
+        }
+        while self.sockets.slots() > target.max(1) && !self.workers.values().any(|w| w.slot + 1 == self.sockets.slots())
+        {
+            self.sockets.close_last_slot();
         }
     }
 }
