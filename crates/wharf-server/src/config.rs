@@ -83,6 +83,11 @@ pub(crate) struct Config {
     #[arg(long, env = "WHARF_TRACE_QUERY")]
     pub(crate) trace_query: bool,
 
+    /// Quote the query string in log lines about a request (they show the path only by
+    /// default: queries carry tokens). The access log always has the full target.
+    #[arg(long, env = "WHARF_LOG_QUERY")]
+    pub(crate) log_query: bool,
+
     /// Longest accepted request line (method, target and version), in bytes; longer gets 414.
     #[arg(long, env = "WHARF_LIMIT_REQUEST_LINE", default_value_t = 8190, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub(crate) limit_request_line: u32,
@@ -143,9 +148,10 @@ pub(crate) struct Config {
     #[arg(long, env = "WHARF_ADMIN_BIND", value_name = "ADDR")]
     pub(crate) admin_bind: Option<BindSpec>,
 
-    /// Peers (comma-separated IPs or CIDRs, or `*`) whose X-Forwarded-For/-Proto/-Host and
-    /// Forwarded headers are trusted to set REMOTE_ADDR, wsgi.url_scheme and the host.
-    #[arg(long, env = "WHARF_FORWARDED_ALLOW_IPS", default_value = "127.0.0.1,::1", value_parser = parse_trusted)]
+    /// Peers (comma-separated IPs or CIDRs, `unix` for unix-socket peers, or `*`) whose
+    /// X-Forwarded-For/-Proto/-Host and Forwarded headers are trusted to set REMOTE_ADDR,
+    /// wsgi.url_scheme and the host.
+    #[arg(long, env = "WHARF_FORWARDED_ALLOW_IPS", default_value = "127.0.0.1,::1,unix", value_parser = parse_trusted)]
     pub(crate) forwarded_allow_ips: TrustedProxies,
 
     /// Development: restart workers when a .py file under the working directory changes.

@@ -79,6 +79,7 @@ impl Worker {
             limit_request_body: config.limit_request_body,
             io_timeout: config.io_timeout,
             metrics: Arc::clone(&metrics),
+            log_query: config.log_query,
         });
         let watchdog = config.request_timeout().map(|t| Arc::new(Watchdog::new(t, config.threads as usize)));
         let pool = Pool::start(ctx, config.threads, config.queue_size, watchdog.clone())?;

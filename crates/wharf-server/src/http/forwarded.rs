@@ -7,10 +7,12 @@ use http::HeaderMap;
 
 use crate::bridge::Forwarded;
 
-/// IP networks whose proxy headers are believed.
+/// Peers whose proxy headers are believed: IP networks, and (`unix`) whatever connects over a
+/// unix socket, which only a process on this machine can: the local proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TrustedProxies {
     any: bool,
+    unix: bool,
     nets: Vec<(IpAddr, u8)>,
 }
 
@@ -18,17 +20,22 @@ impl FromStr for TrustedProxies {
     type Err = String;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let mut trusted = TrustedProxies { any: false, nets: Vec::new() };
+        let mut trusted = TrustedProxies { any: false, unix: false, nets: Vec::new() };
         for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if item == "*" {
                 trusted.any = true;
+                continue;
+            }
+            if item == "unix" {
+                trusted.unix = true;
                 continue;
             }
             let (addr, prefix) = match item.split_once('/') {
                 Some((a, p)) => (a, Some(p)),
                 None => (item, None),
             };
-            let ip: IpAddr = addr.parse().map_err(|_| format!("{item:?} is not an IP address or CIDR"))?;
+            let ip: IpAddr =
+                addr.parse().map_err(|_| format!("{item:?} is not an IP address, a CIDR, `unix` or `*`"))?;
             let max = if ip.is_ipv4() { 32 } else { 128 };
             let prefix = match prefix {
                 None => max,
@@ -66,6 +73,14 @@ impl TrustedProxies {
     pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
         self.any || self.nets.iter().any(|&(net, prefix)| in_net(ip, net, prefix))
     }
+
+    /// Whether a peer (`None`: a unix socket) may speak for the client behind it.
+    fn trusts_peer(&self, peer: Option<IpAddr>) -> bool {
+        match peer {
+            Some(ip) => self.trusts(ip),
+            None => self.any || self.unix,
+        }
+    }
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -82,14 +97,41 @@ fn scheme(value: &str) -> Option<&'static str> {
 
 /// The original client: walking the chain from the nearest hop back, the first address that
 /// is not itself a trusted proxy (everything further left could be forged by that client).
+/// A hop that is neither an IP nor an RFC 7239 `unknown` or obfuscated (`_name`) node makes
+/// the chain worthless (`<script>` must never become REMOTE_ADDR): the socket peer stays.
 fn client_from_chain(chain: &[String], trusted: &TrustedProxies) -> Option<String> {
     for hop in chain.iter().rev() {
         match hop.parse::<IpAddr>() {
             Ok(ip) if trusted.trusts(ip) => continue,
-            _ => return Some(hop.clone()),
+            Ok(_) => return Some(hop.clone()),
+            Err(_) if is_rfc7239_name(hop) => return Some(hop.clone()),
+            Err(_) => {
+                warn_bad_hop(hop);
+                return None;
+            }
         }
     }
     chain.first().cloned()
+}
+
+/// RFC 7239 §6: `unknown`, or an obfuscated identifier `_` followed by ALPHA / DIGIT / `.` /
+/// `_` / `-`.
+fn is_rfc7239_name(hop: &str) -> bool {
+    hop == "unknown"
+        || hop.strip_prefix('_').is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+}
+
+/// Once per process: a misconfigured proxy would otherwise log on every request.
+fn warn_bad_hop(hop: &str) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            hop = %hop.escape_default(),
+            "a trusted proxy named a client that is not an IP address; using the socket peer (logged once)"
+        );
+    }
 }
 
 /// RFC 7239 node: `192.0.2.1`, `"[2001:db8::1]:4711"`, `unknown`, `_hidden`.
@@ -109,8 +151,7 @@ fn forwarded_node(value: &str) -> String {
 /// What the proxy headers of a request that arrived from `peer` say; empty unless `peer` is
 /// trusted.
 pub(crate) fn client_view(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &TrustedProxies) -> Forwarded {
-    let Some(peer) = peer else { return Forwarded::default() };
-    if !trusted.trusts(peer) {
+    if !trusted.trusts_peer(peer) {
         return Forwarded::default();
     }
     let forwarded: Vec<&str> =
@@ -137,7 +178,7 @@ pub(crate) fn client_view(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &T
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_owned())
+        .map(forwarded_node)
         .filter(|s| !s.is_empty())
         .collect();
     Forwarded {

@@ -41,6 +41,8 @@ pub(crate) fn check(parts: &http::request::Parts, limits: &Limits) -> Result<(),
         // 405: a 405 must list the methods the resource allows, which only the app knows.)
         return reject(StatusCode::BAD_REQUEST, "CONNECT is not supported: wharf is not a proxy");
     }
+    check_target_form(parts)?;
+    check_singletons(headers)?;
     let hosts = headers.get_all(header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && parts.version == Version::HTTP_11) {
         // RFC 9112 §3.2: exactly one Host in HTTP/1.1 requests.
@@ -61,6 +63,53 @@ pub(crate) fn check(parts: &http::request::Parts, limits: &Limits) -> Result<(),
 /// by Transfer-Encoding alone and closes the connection after it, per RFC 9112 §6.1, and
 /// merges identical repeated Content-Length values, per RFC 9110 §8.6; conflicting ones it
 /// rejects with 400.)
+/// RFC 9112 §3.2: the asterisk-form (`*`) is for OPTIONS only and the authority-form
+/// (`host:port`) for CONNECT only (refused above); anything else would reach the app with a
+/// path it never asked to handle.
+fn check_target_form(parts: &http::request::Parts) -> Result<(), Rejection> {
+    let uri = &parts.uri;
+    if *uri == "*" && parts.method != http::Method::OPTIONS {
+        return reject(StatusCode::BAD_REQUEST, "the target * is only allowed with OPTIONS");
+    }
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return reject(StatusCode::BAD_REQUEST, "a host:port target is only allowed with CONNECT");
+    }
+    Ok(())
+}
+
+/// Fields that hold one value (RFC 9110 defines them without list syntax): sent twice, joining
+/// them with a comma would give the app a value neither sender meant, and a proxy in front may
+/// have used the other one. Host and Content-Length have their own checks.
+const SINGLETONS: [header::HeaderName; 13] = [
+    header::CONTENT_TYPE,
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::MAX_FORWARDS,
+    header::CONTENT_LOCATION,
+    header::CONTENT_RANGE,
+    header::FROM,
+    header::REFERER,
+    header::USER_AGENT,
+];
+
+fn check_singletons(headers: &HeaderMap) -> Result<(), Rejection> {
+    // Most requests repeat no field at all: counting keys against entries answers that at once.
+    if headers.keys_len() == headers.len() {
+        return Ok(());
+    }
+    for name in &SINGLETONS {
+        let mut values = headers.get_all(name).iter();
+        if values.next().is_some() && values.next().is_some() {
+            return reject(StatusCode::BAD_REQUEST, "a header field that takes one value was sent twice");
+        }
+    }
+    Ok(())
+}
+
 fn check_framing(headers: &HeaderMap) -> Result<(), Rejection> {
     let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
     let has_te = headers.contains_key(header::TRANSFER_ENCODING);

@@ -28,6 +28,8 @@ pub(crate) struct AppContext {
     pub(crate) limit_request_body: u64,
     pub(crate) io_timeout: Duration,
     pub(crate) metrics: Arc<WorkerMetrics>,
+    /// `--log-query`: log lines quote the whole target, not only its path.
+    pub(crate) log_query: bool,
 }
 
 /// How producing a response failed.
@@ -101,14 +103,19 @@ pub(crate) fn serve_job(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyC
     ctx.metrics.request_body(input.get().received());
 }
 
-/// The request target as the app saw it (`RAW_URI`), for log lines.
+/// The request target as the app saw it (`RAW_URI`), for log lines: without its query unless
+/// `--log-query` (queries carry tokens, and logs travel further than requests).
 fn request_target(ctx: &AppContext, environ: &Bound<'_, PyDict>) -> String {
-    environ
+    let target = environ
         .get_item(&ctx.environ.keys.raw_uri)
         .ok()
         .flatten()
         .and_then(|target| target.extract::<String>().ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    match target.split_once('?') {
+        Some((path, _)) if !ctx.log_query => path.to_owned(),
+        _ => target,
+    }
 }
 
 fn serve(

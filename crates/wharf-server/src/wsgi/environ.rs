@@ -135,8 +135,15 @@ impl EnvironTemplate {
         let decoded = percent_decode(raw_path.as_bytes());
         let path_info = strip_root(&decoded, self.root_path.as_bytes());
         env.set_item(&k.path_info, latin1(py, path_info))?;
-        env.set_item(&k.query_string, parts.uri.query().unwrap_or(""))?;
-        let target = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or(raw_path);
+        // PEP 3333: every native string holds the bytes as sent, decoded as latin-1 (a UTF-8
+        // `€` in a query is three characters, as the app's own unquoting expects).
+        env.set_item(&k.query_string, latin1(py, parts.uri.query().unwrap_or("").as_bytes()))?;
+        // The target as sent: the whole URI for absolute-form, else path and query.
+        let absolute = parts.uri.scheme().is_some().then(|| parts.uri.to_string());
+        let target = match &absolute {
+            Some(uri) => uri.as_str(),
+            None => parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or(raw_path),
+        };
         let target = latin1(py, target.as_bytes());
         env.set_item(&k.raw_uri, &target)?;
         env.set_item(&k.request_uri, &target)?;
@@ -147,7 +154,13 @@ impl EnvironTemplate {
         if scheme != "http" {
             env.set_item(&k.wsgi_url_scheme, scheme)?;
         }
-        let host = view.host.as_deref().or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+        // RFC 9112 §3.2.2: an absolute-form target's authority replaces the Host header.
+        let authority = parts.uri.authority().map(|a| a.as_str());
+        let host = view
+            .host
+            .as_deref()
+            .or(authority)
+            .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
         let (server_name, server_port) = server_name_port(host, peer.local, scheme);
         env.set_item(&k.server_name, latin1(py, server_name.as_bytes()))?;
         env.set_item(&k.server_port, server_port)?;
@@ -182,7 +195,7 @@ impl EnvironTemplate {
             };
             env.set_item(key.bind(py), value)?;
         }
-        if let Some(host) = &view.host {
+        if let Some(host) = view.host.as_deref().or(authority) {
             env.set_item(&k.http_host, latin1(py, host.as_bytes()))?;
         } else if !parts.headers.contains_key(header::HOST) {
             env.del_item(&k.http_host)?;
