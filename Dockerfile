@@ -50,7 +50,7 @@ RUN --mount=type=cache,target=/src/target,sharing=locked \
  && cargo build --release --locked -p wharf-operator \
  && cp target/release/wharf-operator /artifacts/wharf-operator
 
-# Artifacts built elsewhere: PREBUILT_DIR must hold wharf-*.whl (one per CPython version to
+# Artifacts built elsewhere: PREBUILT_DIR must hold wharf_wsgi-*.whl (one per CPython version to
 # support) and the wharf-operator binary.
 FROM scratch AS artifacts-prebuilt
 ARG PREBUILT_DIR=dist
@@ -72,7 +72,7 @@ COPY --from=artifacts /artifacts/ /
 FROM ${BASE_IMAGE} AS injector-payload
 RUN --mount=type=bind,from=artifacts,source=/artifacts,target=/artifacts \
     set -e; mkdir /wharf; \
-    for wheel in /artifacts/wharf-*.whl; do python -m zipfile -e "$wheel" /wharf; done; \
+    for wheel in /artifacts/wharf_wsgi-*.whl; do python -m zipfile -e "$wheel" /wharf; done; \
     test -f /wharf/wharf/__main__.py
 
 FROM ${INJECTOR_BASE_IMAGE} AS injector
@@ -122,7 +122,7 @@ LABEL org.opencontainers.image.title="wharf" \
 # be picked instead of the wheel built here.
 RUN --mount=type=bind,from=artifacts,source=/artifacts,target=/artifacts \
     python -m venv /opt/wharf \
- && /opt/wharf/bin/pip install --no-cache-dir --no-index --find-links /artifacts wharf \
+ && /opt/wharf/bin/pip install --no-cache-dir --no-index --find-links /artifacts wharf-wsgi \
  && useradd --system --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin wharf \
  && mkdir /app
 ENV PATH=/opt/wharf/bin:$PATH \

@@ -33,7 +33,7 @@ log "Model-checking the server's cross-thread primitives (scripts/loom.sh)"
 log "Building and installing the wharf wheel"
 rm -rf dist
 maturin build --release --quiet -o dist
-pip install -q --force-reinstall --no-deps dist/wharf-*.whl
+pip install -q --force-reinstall --no-deps dist/wharf_wsgi-*.whl
 
 log "Python test suites (pytest tests/)"
 pytest tests -q -ra "$@"

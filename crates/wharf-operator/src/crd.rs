@@ -170,7 +170,7 @@ impl PullPolicy {
 /// Where the wharf server binary and Python package come from.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum Runtime {
-    /// The application image has wharf installed (`pip install wharf`); the container runs `wharf`.
+    /// The application image has wharf installed (`pip install wharf-wsgi`); the container runs `wharf`.
     #[default]
     Bundled,
     /// An init container copies wharf from `injectorImage` into a shared volume on `PYTHONPATH`;
