@@ -15,7 +15,7 @@ ensure_system_packages
 ensure_test_packages
 
 log "Python environment (.venv)"
-ensure_venv -r tests/requirements.txt
+ensure_venv -r tests/requirements.txt -c tests/constraints.txt
 export PATH="$root/.venv/bin:$PATH"
 export PYO3_PYTHON="$root/.venv/bin/python"
 

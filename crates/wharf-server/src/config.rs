@@ -1,7 +1,8 @@
 //! Command line and environment configuration (`wharf --help`).
 //!
 //! Every flag can also be given as a `WHARF_<NAME>` environment variable so that container
-//! images and the operator can configure the server without rewriting the command line.
+//! images and the operator can configure the server without rewriting the command line, and
+//! as a key of a TOML file (`config_file`): command line > environment > file > default.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,25 +18,48 @@ use crate::http::{BindSpec, TrustedProxies};
     version,
     about = "A fast, PEP 3333-exact WSGI server",
     after_help = "Every option can also be set through the environment as WHARF_<OPTION> \
-                  (e.g. WHARF_BIND=0.0.0.0:8000, WHARF_THREADS=16)."
+                  (e.g. WHARF_BIND=0.0.0.0:8000, WHARF_THREADS=16), or as a key (the long option \
+                  name) in a TOML file given with --config or in [tool.wharf] of ./pyproject.toml. \
+                  Precedence: command line, environment, file, default."
 )]
 pub(crate) struct Config {
     /// The WSGI application: `module:attribute` (`module` alone means `module:application`).
-    #[arg(env = "WHARF_APP", value_name = "APP")]
+    /// Required, here, as WHARF_APP or as `app` in the config file.
+    #[arg(env = "WHARF_APP", value_name = "APP", default_value = "", hide_default_value = true)]
     pub(crate) app: String,
+
+    /// TOML file with settings (keys: long option names). Without it, `[tool.wharf]` in
+    /// pyproject.toml of the --chdir directory (else the current one) is used, if present.
+    #[arg(long, short = 'c', env = "WHARF_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Read no config file: neither --config nor pyproject.toml.
+    #[arg(long)]
+    pub(crate) no_config: bool,
+
+    /// Print the effective settings as TOML, each with where it came from, and exit.
+    #[arg(long)]
+    pub(crate) print_config: bool,
+
+    /// Validate the settings and import the app, then exit: 0 fine, 2 bad configuration,
+    /// 3 the app cannot be imported.
+    #[arg(long)]
+    pub(crate) check_config: bool,
 
     /// Call the attribute with no arguments to obtain the application (an app factory).
     #[arg(long, env = "WHARF_FACTORY")]
     pub(crate) factory: bool,
 
-    /// Address to listen on: HOST:PORT, [IPv6]:PORT or unix:/path. Repeatable.
+    /// Address to listen on: HOST:PORT, [IPv6]:PORT, :PORT or PORT (all IPv4 interfaces)
+    /// or unix:/path. Repeatable.
     #[arg(
         long = "bind",
         short = 'b',
         env = "WHARF_BIND",
         value_delimiter = ',',
         default_value = "127.0.0.1:8000",
-        value_name = "ADDR"
+        value_name = "ADDR",
+        value_parser = parse_bind
     )]
     pub(crate) binds: Vec<BindSpec>,
 
@@ -145,7 +169,7 @@ pub(crate) struct Config {
 
     /// Admin listener (HOST:PORT) answering /livez, /readyz and /metrics from the supervisor,
     /// apart from application traffic. Off unless set.
-    #[arg(long, env = "WHARF_ADMIN_BIND", value_name = "ADDR")]
+    #[arg(long, env = "WHARF_ADMIN_BIND", value_name = "ADDR", value_parser = parse_bind)]
     pub(crate) admin_bind: Option<BindSpec>,
 
     /// Peers (comma-separated IPs or CIDRs, `unix` for unix-socket peers, or `*`) whose
@@ -197,6 +221,23 @@ impl Config {
             )
         })
     }
+}
+
+/// gunicorn's `:8000` (and a bare `8000`) mean every IPv4 interface; `tcp://` is accepted
+/// and dropped, as gunicorn does.
+fn parse_bind(value: &str) -> Result<BindSpec, String> {
+    let value = value.trim();
+    let value = value.strip_prefix("tcp://").unwrap_or(value);
+    let port_only = value.strip_prefix(':').unwrap_or(value);
+    if !port_only.is_empty() && port_only.bytes().all(|b| b.is_ascii_digit()) {
+        return format!("0.0.0.0:{port_only}").parse();
+    }
+    if let Some(fd) = value.strip_prefix("fd://") {
+        return Err(format!(
+            "fd://{fd}: inherited sockets come from systemd socket activation (LISTEN_FDS), not from a bind address"
+        ));
+    }
+    value.parse()
 }
 
 fn parse_seconds(value: &str) -> Result<Duration, String> {
@@ -257,6 +298,16 @@ mod tests {
     fn binds_repeat_and_split() {
         let cfg = parse(&["--bind", "127.0.0.1:1", "-b", "unix:/tmp/x.sock,[::1]:2", "app"]).expect("parses");
         assert_eq!(cfg.binds.len(), 3);
+    }
+
+    #[test]
+    fn port_only_binds_every_ipv4_interface() {
+        for spec in [":8000", "8000", "tcp://:8000", "0.0.0.0:8000"] {
+            let cfg = parse(&["-b", spec, "app"]).expect("parses");
+            assert_eq!(cfg.binds[0].to_string(), "http://0.0.0.0:8000", "{spec}");
+        }
+        assert!(parse(&["-b", ":99999", "app"]).is_err());
+        assert!(parse(&["-b", "fd://3", "app"]).is_err());
     }
 
     #[test]

@@ -2,26 +2,25 @@
 //! started, see `process`) or as one of its workers (started by the supervisor with an
 //! inherited handoff, see `worker`).
 
-use clap::Parser;
 use pyo3::prelude::*;
 
-use crate::config::Config;
+use crate::config_file;
 use crate::error::StartError;
 use crate::observe::logging;
+use crate::preflight;
 use crate::process::{self, Handoff};
 use crate::worker;
 
 /// `wharf ...`: parses `argv` and runs. Returns the process exit code.
 pub(crate) fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
-    let config = match Config::try_parse_from(&argv) {
-        Ok(config) => config,
-        Err(err) => {
-            let code = if err.use_stderr() { 2 } else { 0 };
-            // clap formats usage errors and --help itself; a failed print has nowhere to go.
-            err.print().ok();
-            return code;
-        }
+    let loaded = match config_file::load(&argv) {
+        Ok(loaded) => loaded,
+        Err(err) => return err.report(),
     };
+    if let Some(code) = preflight::print_config(&loaded) {
+        return code;
+    }
+    let config = &loaded.config;
     let handoff = match Handoff::from_env() {
         Ok(handoff) => handoff,
         Err(message) => {
@@ -29,14 +28,17 @@ pub(crate) fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             return 2;
         }
     };
-    if let Err(message) = logging::init(&config) {
+    if let Err(message) = logging::init(config) {
         eprintln!("wharf: error: {message}");
         return 2;
     }
+    if config.check_config {
+        return preflight::check_config(py, &loaded);
+    }
     take_over_sigint(py, handoff.is_some());
     let result = match handoff {
-        Some(handoff) => worker::serve_worker(py, &config, handoff),
-        None => process::supervise(py, &config, argv.into_iter().skip(1).collect()),
+        Some(handoff) => worker::serve_worker(py, config, handoff),
+        None => process::supervise(py, config, loaded.args.clone()),
     };
     match result {
         Ok(code) => code,

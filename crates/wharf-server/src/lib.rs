@@ -5,6 +5,9 @@
 //! ```text
 //! entry.rs      process main: parse the command line, run as supervisor or worker
 //! config.rs     the command line (`wharf --help`)
+//! config_file.rs  settings from a TOML file (--config, [tool.wharf]) between env and defaults
+//! gunicorn.rs   why wharf lacks an option a gunicorn user types from habit
+//! preflight.rs  --print-config and --check-config
 //! app_name.rs   the `module:attribute` rule, shared with the operator's CRD
 //! error.rs      errors that end the process, with their exit codes
 //! worker.rs     a worker process: assemble, run, finish
@@ -29,12 +32,15 @@
 mod app_name;
 mod bridge;
 mod config;
+mod config_file;
 mod entry;
 mod error;
+mod gunicorn;
 mod http;
 mod observe;
 #[cfg(test)]
 mod operator_flags;
+mod preflight;
 mod process;
 mod worker;
 mod wsgi;
