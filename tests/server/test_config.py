@@ -46,11 +46,11 @@ def test_print_config_reports_values_and_sources(tmp_path):
 
 
 def test_pyproject_tool_wharf_in_the_chdir_directory(wharf, tmp_path):
-    (tmp_path / "site.py").write_text(
+    (tmp_path / "shop_site.py").write_text(
         "def app(environ, start_response):\n"
         "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
         "    return [environ['SCRIPT_NAME'].encode()]\n")
-    write(tmp_path / "pyproject.toml", '[project]\nname = "site"\n\n[tool.wharf]\napp = "site:app"\nroot-path = "/shop"\n')
+    write(tmp_path / "pyproject.toml", '[project]\nname = "shop"\n\n[tool.wharf]\napp = "shop_site:app"\nroot-path = "/shop"\n')
     server = wharf(None, "--chdir", str(tmp_path))
     assert requests.get(server.url + "/shop/", timeout=10).text == "/shop"
     ignored = run_wharf("--chdir", str(tmp_path), "--no-config", "--print-config")
@@ -72,7 +72,7 @@ def test_config_errors_name_the_key_and_the_file(tmp_path):
     cases = [
         ("theads = 4\n", "unknown key `theads`; known keys: access-log"),
         ("max_requests = 10\n", "unknown key `max_requests`; did you mean `max-requests`?"),
-        ("preload = true\n", "unknown key `preload`: wharf has no --preload"),
+        ("preload = true\n", "unknown key `preload`: the supervisor never imports the app"),
         ("threads = 0\n", "`threads`: invalid value '0' for '--threads <THREADS>'"),
         ("threads = [1]\n", "`threads` must be a string or a number"),
         ("reload = 1\n", "`reload` must be true or false"),

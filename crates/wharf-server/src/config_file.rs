@@ -77,7 +77,8 @@ pub(crate) fn load(argv: &[String]) -> Result<Loaded, LoadError> {
         Some(file) => file_arguments(&command, &matches, &file)?,
         None => (Vec::new(), HashMap::new()),
     };
-    let args: Vec<String> = std::iter::once("--no-config".to_owned()).chain(file_args).chain(user_args).collect();
+    let no_config = (!matches.get_flag("no_config")).then(|| "--no-config".to_owned());
+    let args: Vec<String> = no_config.into_iter().chain(file_args).chain(user_args).collect();
     let program = argv.first().cloned().unwrap_or_else(|| "wharf".into());
     let matches = command
         .try_get_matches_from(std::iter::once(program).chain(args.iter().cloned()))
@@ -305,5 +306,63 @@ fn typed(raw: &str) -> toml::Value {
     match raw.parse::<f64>() {
         Ok(f) if f.is_finite() && raw.contains('.') => toml::Value::Float(f),
         _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        std::iter::once("wharf").chain(args.iter().copied()).map(String::from).collect()
+    }
+
+    fn config_file(name: &str, text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("wharf-config-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, text).expect("write temp file");
+        path
+    }
+
+    #[test]
+    fn file_fills_what_the_command_line_leaves_and_workers_get_no_file() {
+        let path = config_file("fills", "app = \"pkg.wsgi:app\"\nthreads = 3\nworkers = 5\nreload = true\nbind = [\":9000\", \"127.0.0.1:9001\"]\n");
+        let path_arg = path.to_string_lossy().into_owned();
+        let loaded = load(&argv(&["--config", &path_arg, "--workers", "2"])).expect("loads");
+        assert_eq!(loaded.config.app, "pkg.wsgi:app");
+        assert_eq!((loaded.config.threads, loaded.config.workers), (3, 2));
+        assert!(loaded.config.reload);
+        assert_eq!(loaded.config.binds.len(), 2);
+        assert_eq!(loaded.source("threads"), Some(Source::File(path_arg.clone())));
+        assert_eq!(loaded.source("workers"), Some(Source::CommandLine));
+        assert_eq!(loaded.source("backlog"), Some(Source::Default));
+        assert_eq!(loaded.args.first().map(String::as_str), Some("--no-config"));
+        // The worker's arguments reproduce the settings without the file.
+        std::fs::remove_file(&path).expect("remove temp file");
+        let again = load(&std::iter::once("wharf".to_owned()).chain(loaded.args.clone()).collect::<Vec<_>>()).expect("loads");
+        assert_eq!((again.config.threads, again.config.workers, again.config.app.as_str()), (3, 2, "pkg.wsgi:app"));
+    }
+
+    #[test]
+    fn values_become_arguments_by_kind() {
+        let command = Config::command();
+        let arg = |key| setting(&command, key).expect("known key");
+        assert_eq!(arguments(arg("threads"), &toml::Value::Integer(4)), Ok(vec!["--threads=4".to_owned()]));
+        assert_eq!(arguments(arg("timeout"), &toml::Value::Float(2.5)), Ok(vec!["--timeout=2.5".to_owned()]));
+        assert_eq!(arguments(arg("access-log"), &toml::Value::Boolean(false)), Ok(vec![]));
+        assert_eq!(arguments(arg("access-log"), &toml::Value::String("yes".into())), Err("true or false"));
+        assert_eq!(arguments(arg("app"), &toml::Value::String("m:a".into())), Ok(vec!["m:a".to_owned()]));
+        assert!(setting(&command, "print-config").is_none() && setting(&command, "config").is_none());
+        assert_eq!(typed("8"), toml::Value::Integer(8));
+        assert_eq!(typed("0.5"), toml::Value::Float(0.5));
+        assert_eq!(typed("127.0.0.1:8000"), toml::Value::String("127.0.0.1:8000".into()));
+    }
+
+    #[test]
+    fn gunicorn_flags_are_explained() {
+        match load(&argv(&["--preload", "app"])) {
+            Err(LoadError::Invalid(message)) => assert!(message.starts_with("wharf has no --preload: "), "{message}"),
+            other => panic!("expected an explanation, got {:?}", other.err()),
+        }
+        assert!(matches!(load(&argv(&["--no-such", "app"])), Err(LoadError::Clap(_))));
     }
 }

@@ -47,9 +47,9 @@ const HABITS: &[(&[&str], &str)] = &[
                            container runtime"),
     (&["-p", "--pid"], "wharf writes no pid file: the process you start is the supervisor, so \
                         systemd or the container runtime already has its pid; send signals there"),
-    (&["--preload"], "wharf has no --preload: the supervisor never imports the app and every \
-                      worker imports it in a fresh process (no fork), so there is nothing to share; \
-                      --check-config imports it once to catch errors before starting"),
+    (&["--preload"], "the supervisor never imports the app and every worker imports it in a \
+                      fresh process (no fork), so there is nothing to share; --check-config \
+                      imports it once to catch errors before starting"),
     (&["-u", "--user", "-g", "--group", "-m", "--umask", "--initgroups"], USER),
     (&["-e", "--env"], "set variables in the environment that starts wharf (shell, systemd \
                         Environment=, container env); workers inherit it"),
