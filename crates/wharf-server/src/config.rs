@@ -88,7 +88,7 @@ pub(crate) struct Config {
     pub(crate) root_path: String,
 
     /// Log level: error, warn, info, debug or trace.
-    #[arg(long, env = "WHARF_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = "WHARF_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub(crate) log_level: String,
 
     /// Format of the server's own log lines (written to stderr).
@@ -240,6 +240,15 @@ fn parse_bind(value: &str) -> Result<BindSpec, String> {
     value.parse()
 }
 
+/// gunicorn's (and Python logging's) `warning` and `critical` mean wharf's `warn` and `error`.
+fn parse_log_level(value: &str) -> Result<String, String> {
+    Ok(match value.trim().to_ascii_lowercase().as_str() {
+        "warning" => "warn".to_owned(),
+        "critical" => "error".to_owned(),
+        _ => value.to_owned(),
+    })
+}
+
 fn parse_seconds(value: &str) -> Result<Duration, String> {
     let secs: f64 = value.trim().parse().map_err(|_| format!("{value:?} is not a number of seconds"))?;
     if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
@@ -308,6 +317,13 @@ mod tests {
         }
         assert!(parse(&["-b", ":99999", "app"]).is_err());
         assert!(parse(&["-b", "fd://3", "app"]).is_err());
+    }
+
+    #[test]
+    fn python_log_level_names_are_accepted() {
+        assert_eq!(parse(&["--log-level", "WARNING", "app"]).expect("parses").log_level, "warn");
+        assert_eq!(parse(&["--log-level", "critical", "app"]).expect("parses").log_level, "error");
+        assert_eq!(parse(&["--log-level", "debug", "app"]).expect("parses").log_level, "debug");
     }
 
     #[test]
