@@ -80,9 +80,8 @@ pub(crate) fn load(argv: &[String]) -> Result<Loaded, LoadError> {
     let no_config = (!matches.get_flag("no_config")).then(|| "--no-config".to_owned());
     let args: Vec<String> = no_config.into_iter().chain(file_args).chain(user_args).collect();
     let program = argv.first().cloned().unwrap_or_else(|| "wharf".into());
-    let matches = command
-        .try_get_matches_from(std::iter::once(program).chain(args.iter().cloned()))
-        .map_err(LoadError::Clap)?;
+    let matches =
+        command.try_get_matches_from(std::iter::once(program).chain(args.iter().cloned())).map_err(LoadError::Clap)?;
     let config = Config::from_arg_matches(&matches).map_err(LoadError::Clap)?;
     if config.app.is_empty() && !config.print_config {
         return Err(LoadError::Invalid(
@@ -126,15 +125,15 @@ fn find_file(matches: &ArgMatches) -> Result<Option<SettingsFile>, LoadError> {
         return Ok(None);
     }
     let mut table = read_toml(&path)?;
-    let wharf = table
-        .remove("tool")
-        .and_then(|tool| match tool {
-            toml::Value::Table(mut tool) => tool.remove("wharf"),
-            _ => None,
-        });
+    let wharf = table.remove("tool").and_then(|tool| match tool {
+        toml::Value::Table(mut tool) => tool.remove("wharf"),
+        _ => None,
+    });
     match wharf {
         None => Ok(None),
-        Some(toml::Value::Table(table)) => Ok(Some(SettingsFile { table, name: format!("{} [tool.wharf]", path.display()) })),
+        Some(toml::Value::Table(table)) => {
+            Ok(Some(SettingsFile { table, name: format!("{} [tool.wharf]", path.display()) }))
+        }
         Some(_) => Err(LoadError::Invalid(format!("{}: `tool.wharf` must be a table", path.display()))),
     }
 }
@@ -224,10 +223,9 @@ fn arguments(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, &'static str
         (ArgAction::SetTrue, toml::Value::Boolean(true)) => Ok(long.into_iter().collect()),
         (ArgAction::SetTrue, toml::Value::Boolean(false)) => Ok(Vec::new()),
         (ArgAction::SetTrue, _) => Err("true or false"),
-        (ArgAction::Append, toml::Value::Array(items)) => items
-            .iter()
-            .map(|item| scalar(item).map(&option).ok_or("a list of strings"))
-            .collect(),
+        (ArgAction::Append, toml::Value::Array(items)) => {
+            items.iter().map(|item| scalar(item).map(&option).ok_or("a list of strings")).collect()
+        }
         (_, value) => scalar(value).map(|text| vec![option(text)]).ok_or("a string or a number"),
     }
 }
@@ -325,7 +323,10 @@ mod tests {
 
     #[test]
     fn file_fills_what_the_command_line_leaves_and_workers_get_no_file() {
-        let path = config_file("fills", "app = \"pkg.wsgi:app\"\nthreads = 3\nworkers = 5\nreload = true\nbind = [\":9000\", \"127.0.0.1:9001\"]\n");
+        let path = config_file(
+            "fills",
+            "app = \"pkg.wsgi:app\"\nthreads = 3\nworkers = 5\nreload = true\nbind = [\":9000\", \"127.0.0.1:9001\"]\n",
+        );
         let path_arg = path.to_string_lossy().into_owned();
         let loaded = load(&argv(&["--config", &path_arg, "--workers", "2"])).expect("loads");
         assert_eq!(loaded.config.app, "pkg.wsgi:app");
@@ -338,7 +339,8 @@ mod tests {
         assert_eq!(loaded.args.first().map(String::as_str), Some("--no-config"));
         // The worker's arguments reproduce the settings without the file.
         std::fs::remove_file(&path).expect("remove temp file");
-        let again = load(&std::iter::once("wharf".to_owned()).chain(loaded.args.clone()).collect::<Vec<_>>()).expect("loads");
+        let again =
+            load(&std::iter::once("wharf".to_owned()).chain(loaded.args.clone()).collect::<Vec<_>>()).expect("loads");
         assert_eq!((again.config.threads, again.config.workers, again.config.app.as_str()), (3, 2, "pkg.wsgi:app"));
     }
 

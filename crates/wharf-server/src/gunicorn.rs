@@ -35,59 +35,152 @@ const RELOAD: &str = "--reload watches every .py file under the working director
 
 /// Every option gunicorn 27 has that wharf lacks, by each of its spellings.
 const HABITS: &[(&[&str], &str)] = &[
-    (&["--certfile", "--keyfile", "--ca-certs", "--ssl-version", "--cert-reqs", "--ciphers",
-       "--suppress-ragged-eofs", "--do-handshake-on-connect"], TLS),
-    (&["--http-protocols", "--http2-cleartext", "--http2-max-concurrent-streams",
-       "--http2-initial-window-size", "--http2-max-frame-size", "--http2-max-header-list-size"], HTTP2),
-    (&["-k", "--worker-class", "--asgi-loop", "--asgi-lifespan", "--asgi-disconnect-grace-period",
-       "--websocket-max-message-size", "--http-parser"], WORKER_MODEL),
-    (&["--worker-connections"], "wharf does not cap connections per worker: --threads and \
-                                 --queue-size bound the requests in progress (more queued get 503)"),
-    (&["-D", "--daemon"], "wharf stays in the foreground: run it under systemd, supervisord or a \
-                           container runtime"),
-    (&["-p", "--pid"], "wharf writes no pid file: the process you start is the supervisor, so \
-                        systemd or the container runtime already has its pid; send signals there"),
-    (&["--preload"], "the supervisor never imports the app and every worker imports it in a \
+    (
+        &[
+            "--certfile",
+            "--keyfile",
+            "--ca-certs",
+            "--ssl-version",
+            "--cert-reqs",
+            "--ciphers",
+            "--suppress-ragged-eofs",
+            "--do-handshake-on-connect",
+        ],
+        TLS,
+    ),
+    (
+        &[
+            "--http-protocols",
+            "--http2-cleartext",
+            "--http2-max-concurrent-streams",
+            "--http2-initial-window-size",
+            "--http2-max-frame-size",
+            "--http2-max-header-list-size",
+        ],
+        HTTP2,
+    ),
+    (
+        &[
+            "-k",
+            "--worker-class",
+            "--asgi-loop",
+            "--asgi-lifespan",
+            "--asgi-disconnect-grace-period",
+            "--websocket-max-message-size",
+            "--http-parser",
+        ],
+        WORKER_MODEL,
+    ),
+    (
+        &["--worker-connections"],
+        "wharf does not cap connections per worker: --threads and \
+                                 --queue-size bound the requests in progress (more queued get 503)",
+    ),
+    (
+        &["-D", "--daemon"],
+        "wharf stays in the foreground: run it under systemd, supervisord or a \
+                           container runtime",
+    ),
+    (
+        &["-p", "--pid"],
+        "wharf writes no pid file: the process you start is the supervisor, so \
+                        systemd or the container runtime already has its pid; send signals there",
+    ),
+    (
+        &["--preload"],
+        "the supervisor never imports the app and every worker imports it in a \
                       fresh process (no fork), so there is nothing to share; --check-config \
-                      imports it once to catch errors before starting"),
+                      imports it once to catch errors before starting",
+    ),
     (&["-u", "--user", "-g", "--group", "-m", "--umask", "--initgroups"], USER),
-    (&["-e", "--env"], "set variables in the environment that starts wharf (shell, systemd \
-                        Environment=, container env); workers inherit it"),
-    (&["--worker-tmp-dir"], "workers report liveness to the supervisor over a pipe; wharf needs \
-                             no temporary files"),
-    (&["--no-sendfile"], "wsgi.file_wrapper files are read in Rust without the GIL and written by \
-                          the I/O thread; there is nothing to switch off"),
-    (&["--reuse-port"], "the supervisor binds each address once and every worker shares that \
-                         socket; SO_REUSEPORT is not needed"),
-    (&["--spew"], "wharf does not trace Python lines; use a debugger, or --log-level debug for \
-                   the server's own events"),
+    (
+        &["-e", "--env"],
+        "set variables in the environment that starts wharf (shell, systemd \
+                        Environment=, container env); workers inherit it",
+    ),
+    (
+        &["--worker-tmp-dir"],
+        "workers report liveness to the supervisor over a pipe; wharf needs \
+                             no temporary files",
+    ),
+    (
+        &["--no-sendfile"],
+        "wsgi.file_wrapper files are read in Rust without the GIL and written by \
+                          the I/O thread; there is nothing to switch off",
+    ),
+    (
+        &["--reuse-port"],
+        "the supervisor binds each address once and every worker shares that \
+                         socket; SO_REUSEPORT is not needed",
+    ),
+    (
+        &["--spew"],
+        "wharf does not trace Python lines; use a debugger, or --log-level debug for \
+                   the server's own events",
+    ),
     (&["--reload-engine", "--reload-extra-file"], RELOAD),
-    (&["-t"], "wharf has no -t: use --timeout SECONDS (an app call that has not started its \
-               response in time gets 504 and the worker is replaced; 0 = off)"),
+    (
+        &["-t"],
+        "wharf has no -t: use --timeout SECONDS (an app call that has not started its \
+               response in time gets 504 and the worker is replaced; 0 = off)",
+    ),
     (&["--keep-alive"], "use --keep-alive-timeout SECONDS"),
     (&["--limit-request-fields"], "use --limit-request-headers N"),
-    (&["--limit-request-field_size", "--limit-request-field-size"],
-     "use --limit-request-headers-size BYTES (it bounds the whole request head)"),
-    (&["--access-logfile"], "use --access-log: access lines go to stdout (redirect it to a file \
-                             if you need one)"),
-    (&["--access-logformat"], "use --access-log-format combined|json; other formats are not \
-                               supported"),
+    (
+        &["--limit-request-field_size", "--limit-request-field-size"],
+        "use --limit-request-headers-size BYTES (it bounds the whole request head)",
+    ),
+    (
+        &["--access-logfile"],
+        "use --access-log: access lines go to stdout (redirect it to a file \
+                             if you need one)",
+    ),
+    (
+        &["--access-logformat"],
+        "use --access-log-format combined|json; other formats are not \
+                               supported",
+    ),
     (&["--error-logfile", "--log-file", "--capture-output", "-R", "--enable-stdio-inheritance"], SERVER_LOG),
-    (&["--logger-class", "--log-config", "--log-config-json", "--log-syslog", "--log-syslog-to",
-       "--log-syslog-prefix", "--log-syslog-facility", "--disable-redirect-access-to-syslog"], LOG_PLUGINS),
+    (
+        &[
+            "--logger-class",
+            "--log-config",
+            "--log-config-json",
+            "--log-syslog",
+            "--log-syslog-to",
+            "--log-syslog-prefix",
+            "--log-syslog-facility",
+            "--disable-redirect-access-to-syslog",
+        ],
+        LOG_PLUGINS,
+    ),
     (&["--statsd-host", "--statsd-prefix", "--dogstatsd-tags", "--enable-backlog-metric"], STATSD),
     (&["-n", "--name"], "wharf does not set process titles"),
-    (&["--pythonpath"], "the working directory (--chdir) is importable; set PYTHONPATH for more \
-                         directories"),
+    (
+        &["--pythonpath"],
+        "the working directory (--chdir) is importable; set PYTHONPATH for more \
+                         directories",
+    ),
     (&["--paste", "--paster", "--paste-global"], PASTE),
     (&["--proxy-protocol", "--proxy-allow-from"], PROXY_PROTOCOL),
     (&["--protocol", "--uwsgi-allow-from"], "wharf speaks HTTP only, not the uwsgi protocol"),
-    (&["--permit-obsolete-folding", "--strip-header-spaces", "--permit-unconventional-http-method",
-       "--permit-unconventional-http-version", "--casefold-http-method", "--header-map"], STRICT_HTTP),
-    (&["--forwarder-headers"], "SCRIPT_NAME comes from --root-path and is never taken from \
-                                request headers"),
-    (&["--dirty-app", "--dirty-workers", "--dirty-timeout", "--dirty-threads",
-       "--dirty-graceful-timeout"], DIRTY),
+    (
+        &[
+            "--permit-obsolete-folding",
+            "--strip-header-spaces",
+            "--permit-unconventional-http-method",
+            "--permit-unconventional-http-version",
+            "--casefold-http-method",
+            "--header-map",
+        ],
+        STRICT_HTTP,
+    ),
+    (
+        &["--forwarder-headers"],
+        "SCRIPT_NAME comes from --root-path and is never taken from \
+                                request headers",
+    ),
+    (&["--dirty-app", "--dirty-workers", "--dirty-timeout", "--dirty-threads", "--dirty-graceful-timeout"], DIRTY),
     (&["--control-socket", "--control-socket-mode", "--no-control-socket"], CONTROL),
 ];
 
@@ -95,10 +188,7 @@ const HABITS: &[(&[&str], &str)] = &[
 /// habit.
 pub(crate) fn habit(flag: &str) -> Option<&'static str> {
     let name = flag.split_once('=').map_or(flag, |(name, _)| name);
-    HABITS
-        .iter()
-        .find(|(spellings, _)| spellings.contains(&name))
-        .map(|(_, why)| *why)
+    HABITS.iter().find(|(spellings, _)| spellings.contains(&name)).map(|(_, why)| *why)
 }
 
 #[cfg(test)]

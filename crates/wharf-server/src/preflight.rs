@@ -2,8 +2,8 @@
 
 use pyo3::prelude::*;
 
-use crate::wsgi;
 use crate::config_file::Loaded;
+use crate::wsgi;
 
 /// Prints the effective settings when asked; returns the exit code if wharf should stop here.
 pub(crate) fn print_config(loaded: &Loaded) -> Option<i32> {
