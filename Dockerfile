@@ -21,8 +21,8 @@ ARG RUST_IMAGE=rust:1.95-slim-bookworm
 ARG ARTIFACTS=source
 
 # ---------------------------------------------------------------------------------------------
-# Artifacts compiled from source, inside the same Python the runtime image uses, so the wheel's
-# CPython tag matches it.
+# Artifacts compiled from source, on the same Debian release as the runtime image (the wheel is
+# abi3, for every CPython >= 3.9, but its glibc requirement is that of the build).
 FROM ${RUST_IMAGE} AS rust-toolchain
 
 FROM ${BASE_IMAGE} AS artifacts-source
@@ -50,8 +50,8 @@ RUN --mount=type=cache,target=/src/target,sharing=locked \
  && cargo build --release --locked -p wharf-operator \
  && cp target/release/wharf-operator /artifacts/wharf-operator
 
-# Artifacts built elsewhere: PREBUILT_DIR must hold wharf-*.whl (one per CPython version to
-# support) and the wharf-operator binary.
+# Artifacts built elsewhere: PREBUILT_DIR must hold the wharf_wsgi-*.whl for the image's
+# architecture (abi3: one serves every CPython >= 3.9) and the wharf-operator binary.
 FROM scratch AS artifacts-prebuilt
 ARG PREBUILT_DIR=dist
 COPY ${PREBUILT_DIR}/ /artifacts/
@@ -66,13 +66,12 @@ FROM scratch AS artifacts-export
 COPY --from=artifacts /artifacts/ /
 
 # ---------------------------------------------------------------------------------------------
-# The injected payload: every wheel unpacked into one directory. Extension modules carry their
-# CPython ABI in the file name (e.g. .cpython-312-x86_64-linux-gnu.so), so wheels for several
-# Python versions can share the directory and each interpreter imports its own.
+# The injected payload: the wheel unpacked into one directory. Its extension module is built for
+# CPython's stable ABI (_wharf.abi3.so), so one payload serves every CPython >= 3.9.
 FROM ${BASE_IMAGE} AS injector-payload
 RUN --mount=type=bind,from=artifacts,source=/artifacts,target=/artifacts \
     set -e; mkdir /wharf; \
-    for wheel in /artifacts/wharf-*.whl; do python -m zipfile -e "$wheel" /wharf; done; \
+    for wheel in /artifacts/wharf_wsgi-*.whl; do python -m zipfile -e "$wheel" /wharf; done; \
     test -f /wharf/wharf/__main__.py
 
 FROM ${INJECTOR_BASE_IMAGE} AS injector
@@ -122,7 +121,7 @@ LABEL org.opencontainers.image.title="wharf" \
 # be picked instead of the wheel built here.
 RUN --mount=type=bind,from=artifacts,source=/artifacts,target=/artifacts \
     python -m venv /opt/wharf \
- && /opt/wharf/bin/pip install --no-cache-dir --no-index --find-links /artifacts wharf \
+ && /opt/wharf/bin/pip install --no-cache-dir --no-index --find-links /artifacts wharf-wsgi \
  && useradd --system --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin wharf \
  && mkdir /app
 ENV PATH=/opt/wharf/bin:$PATH \

@@ -137,7 +137,7 @@ def install_wharf(interpreter: Path, source: str, dist_dir: Path) -> str:
             raise SetupError(f"could not install maturin: {problem}")
         _log(f"building wharf (release) from {REPO}; this takes minutes on 2 cores")
         dist_dir.mkdir(parents=True, exist_ok=True)
-        for old in dist_dir.glob("wharf-*.whl"):
+        for old in dist_dir.glob("wharf_wsgi-*.whl"):
             old.unlink()
         env = {**os.environ, "PYO3_PYTHON": str(interpreter)}
         try:
@@ -145,7 +145,7 @@ def install_wharf(interpreter: Path, source: str, dist_dir: Path) -> str:
                         BUILD_TIMEOUT, cwd=REPO, env=env)
         except subprocess.TimeoutExpired as exc:
             raise SetupError(f"wharf build took longer than {BUILD_TIMEOUT}s") from exc
-        wheels = sorted(dist_dir.glob("wharf-*.whl"))
+        wheels = sorted(dist_dir.glob("wharf_wsgi-*.whl"))
         if done.returncode != 0 or not wheels:
             raise SetupError(f"wharf build failed: {done.stdout[-2000:]}")
         wheel = wheels[-1]
@@ -162,7 +162,7 @@ def install_wharf(interpreter: Path, source: str, dist_dir: Path) -> str:
 
 def versions(interpreter: Path) -> dict[str, str]:
     done = _run([str(interpreter), "-m", "pip", "list", "--format=freeze"], 120)
-    wanted = {"granian", "gunicorn", "uwsgi", "bjoern", "flask", "werkzeug", "wharf"}
+    wanted = {"granian", "gunicorn", "uwsgi", "bjoern", "flask", "werkzeug", "wharf-wsgi"}
     found = {}
     for line in done.stdout.splitlines():
         name, _, version = line.partition("==")

@@ -44,7 +44,7 @@ def parse(text: str) -> dict:
         "p50_ms": _ms(p50.group(1)) if p50 else float("nan"),
         "p99_ms": _ms(p99.group(1)) if p99 else float("nan"),
         "socket_errors": sum(int(x) for x in errors.groups()) if errors else 0,
-        "socket_errors_detail": "connect %s, read %s, write %s, timeout %s" % errors.groups() if errors else "",
+        "socket_errors_detail": "connect {}, read {}, write {}, timeout {}".format(*errors.groups()) if errors else "",
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
         "requests": int(requests.group(1)) if requests else 0,
     }

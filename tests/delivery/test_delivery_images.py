@@ -72,13 +72,13 @@ def wheel_fits(wheel: Path, python_tag: str) -> bool:
 
 def find_or_build_wheel(python_tag: str) -> Path:
     dist = REPO_ROOT / "dist"
-    fitting = sorted((w for w in dist.glob("wharf-*.whl") if wheel_fits(w, python_tag)),
+    fitting = sorted((w for w in dist.glob("wharf_wsgi-*.whl") if wheel_fits(w, python_tag)),
                      key=lambda w: w.stat().st_mtime)
     if not fitting:
         maturin = Path(sys.executable).with_name("maturin")
         run([str(maturin if maturin.exists() else "maturin"), "build", "--release", "-o", str(dist)],
             cwd=REPO_ROOT, timeout=3600)
-        fitting = [w for w in dist.glob("wharf-*.whl") if wheel_fits(w, python_tag)]
+        fitting = [w for w in dist.glob("wharf_wsgi-*.whl") if wheel_fits(w, python_tag)]
     if not fitting:
         pytest.fail(f"no wharf wheel for {python_tag} in {dist}")
     return fitting[-1]

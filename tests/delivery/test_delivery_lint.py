@@ -51,3 +51,15 @@ def test_hadolint(dockerfile):
     proc = subprocess.run([venv_tool("hadolint"), "--no-color", "--failure-threshold", "info", str(dockerfile)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+WORKFLOWS = tracked_files(".github/workflows/*.yml")
+
+
+def test_workflows_match_the_github_workflow_schema():
+    """actionlint cannot be installed here (its PyPI package downloads the binary at build time);
+    check-jsonschema's vendored GitHub workflow schema catches misspelled keys and wrong shapes."""
+    assert {p.name for p in WORKFLOWS} >= {"e2e.yml", "release.yml"}
+    proc = subprocess.run([venv_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
+                           *map(str, WORKFLOWS)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

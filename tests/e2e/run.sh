@@ -13,7 +13,7 @@
 # Environment:
 #   E2E_CLUSTER        kind cluster name (default wharf-e2e); an existing cluster is reused
 #   E2E_NODE_IMAGE     kind node image, e.g. kindest/node:v1.32.2 (default: kind's own)
-#   E2E_PREBUILT_DIR   directory (inside the repo) with wharf-*.whl and wharf-operator, to skip
+#   E2E_PREBUILT_DIR   directory (inside the repo) with wharf_wsgi-*.whl and wharf-operator, to skip
 #                      compiling inside Docker (ARTIFACTS=prebuilt)
 #   E2E_BASE_IMAGE     BASE_IMAGE for the images (default: the Dockerfile's)
 #   E2E_ARTIFACTS      where logs go on failure (default .cache/e2e-artifacts)

@@ -26,14 +26,14 @@ def wharf_command() -> list[str]:
 class WharfProcess:
     """One running wharf server; `url` is ready to use once the constructor returns."""
 
-    def __init__(self, app: str, *args: str, tmp_path: Path, env: dict | None = None, bind: str | None = None):
+    def __init__(self, app: str | None, *args: str, tmp_path: Path, env: dict | None = None, bind: str | None = None):
         self.log_path = tmp_path / f"wharf-{time.monotonic_ns()}.log"
         self.out_path = self.log_path.with_suffix(".out")
         self.bind = bind or "127.0.0.1:0"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
         full_env.update(env or {})
         chdir = [] if "--chdir" in args else ["--chdir", str(APPS_DIR)]
-        self.cmd = [*wharf_command(), "--bind", self.bind, *chdir, *args, app]
+        self.cmd = [*wharf_command(), "--bind", self.bind, *chdir, *args, *([app] if app else [])]
         self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
         self._log = open(self.log_path, "wb")
         self._out = open(self.out_path, "wb")
@@ -88,7 +88,7 @@ def wharf(tmp_path):
     """Factory: `wharf("module:app", "--threads", "4")` starts a server; all are stopped at teardown."""
     started: list[WharfProcess] = []
 
-    def start(app: str, *args: str, **kwargs) -> WharfProcess:
+    def start(app: str | None, *args: str, **kwargs) -> WharfProcess:
         server = WharfProcess(app, *args, tmp_path=tmp_path, **kwargs)
         started.append(server)
         return server

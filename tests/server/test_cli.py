@@ -2,9 +2,11 @@
 starting the server works."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -119,3 +121,43 @@ def test_access_log_combined_and_json(wharf):
     record = json.loads(wait_for(lambda: json_server.stdout().strip()))
     assert record["method"] == "GET" and record["target"] == "/j" and record["status"] == 200
     assert record["bytes"] > 0 and record["completed"] is True
+
+
+@pytest.mark.parametrize("spec", [":{port}", "{port}", "tcp://:{port}"])
+def test_port_only_binds_every_ipv4_interface(wharf, spec):
+    from conftest import free_port
+
+    port = free_port()
+    server = wharf("pep_apps:environ_app", bind=spec.format(port=port))
+    assert f"listening on http://0.0.0.0:{port}" in server.log()
+    assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+
+
+def gunicorn_only_flags():
+    """Every option spelling gunicorn has that `wharf --help` does not list."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    help_text = run_wharf("--help").stdout
+    ours = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", help_text))
+    return sorted({flag for s in KNOWN_SETTINGS for flag in (s.cli or []) if flag not in ours})
+
+
+def test_gunicorn_habits_get_a_targeted_message():
+    flags = gunicorn_only_flags()
+    assert {"--preload", "--certfile", "--pid", "-k", "--daemon", "-t"} <= set(flags)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = dict(zip(flags, pool.map(lambda flag: run_wharf(flag, "x", "pep_apps:environ_app"), flags)))
+    for flag, result in results.items():
+        assert result.returncode == 2, (flag, result.stderr)
+        assert result.stderr.startswith(f"wharf: error: wharf has no {flag}: "), (flag, result.stderr)
+        assert "docs/migrating-from-gunicorn.md" in result.stderr
+        assert "similar argument" not in result.stderr
+    assert "TLS" in results["--certfile"].stderr
+    assert "systemd" in results["--daemon"].stderr
+    assert "--check-config" in results["--preload"].stderr
+    assert "use --timeout" in results["-t"].stderr
+
+
+def test_unknown_flags_still_get_clap_suggestions():
+    result = run_wharf("--thread", "2", "pep_apps:environ_app")
+    assert result.returncode == 2 and "--threads" in result.stderr

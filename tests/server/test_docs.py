@@ -28,3 +28,13 @@ def test_every_metric_is_documented(wharf):
     assert "wharf_requests_total" in families
     missing = sorted(f for f in families if f"`{f}" not in README)
     assert not missing, f"metrics missing from README.md: {missing}"
+
+
+def test_migration_guide_covers_every_gunicorn_setting():
+    from gunicorn.config import KNOWN_SETTINGS
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "migrating-from-gunicorn.md").read_text()
+    missing = sorted(s.name for s in KNOWN_SETTINGS if f"`{s.name}`" not in guide)
+    assert not missing, f"gunicorn settings missing from docs/migrating-from-gunicorn.md: {missing}"
+    flags = sorted(f for s in KNOWN_SETTINGS for f in (s.cli or []) if f"`{f}`" not in guide)
+    assert not flags, f"gunicorn flags missing from docs/migrating-from-gunicorn.md: {flags}"

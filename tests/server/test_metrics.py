@@ -4,7 +4,6 @@ aggregated exactly over every worker (and over workers that have since exited)."
 import concurrent.futures
 import os
 import signal
-import socket
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families

@@ -290,7 +290,7 @@ def test_close_called_once_after_success_and_after_error(wharf):
     assert requests.get(server.url + "/ok?tag=ok", timeout=10).content == b"abc"
     with pytest.raises(requests.exceptions.RequestException):
         # The iterable fails after the head was sent: the response must end abnormally.
-        requests.get(server.url + "/fail?tag=fail", timeout=10).content
+        _ = requests.get(server.url + "/fail?tag=fail", timeout=10).content
     closes = wait_for(lambda: (s := state(server)).get("fail") and s)
     assert closes == {"ok": 1, "fail": 1}
     assert "boom while iterating" in server.log()

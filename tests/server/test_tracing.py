@@ -247,3 +247,34 @@ def test_hanging_collector_never_slows_requests_and_drops_are_counted(wharf):
         # One span is stuck in the hanging export, four wait in the queue, the rest are dropped.
         wait_for(lambda: dropped_spans(admin) == 35, timeout=15)
         assert dropped_spans(admin) == 35
+
+
+FORWARDED = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "shop.example"}
+
+
+@pytest.mark.parametrize(
+    ("trusted", "client", "scheme", "host", "port"),
+    [("127.0.0.1", "203.0.113.9", "https", "shop.example", 443), ("10.9.9.9", "127.0.0.1", "http", "127.0.0.1", None)],
+)
+def test_span_and_access_log_show_the_client_view(wharf, receiver, trusted, client, scheme, host, port):
+    """The span and the access log see the client as the environ does: through trusted proxies
+    only (one client view per request, computed from --forwarded-allow-ips)."""
+    server = wharf(
+        "otel_app:plain",
+        "--forwarded-allow-ips",
+        trusted,
+        "--access-log",
+        "--access-log-format",
+        "json",
+        env=tracing_env(receiver),
+    )
+    assert requests.get(f"{server.url}/proxied", headers=FORWARDED, timeout=10).status_code == 200
+
+    span = wharf_span(receiver, "/proxied")
+    assert span.attributes["client.address"] == client
+    assert span.attributes["url.scheme"] == scheme
+    assert span.attributes["server.address"] == host
+    assert span.attributes["server.port"] == (port or server.port)
+    record = json.loads(wait_for(lambda: server.stdout().strip()))
+    assert record["remote_addr"] == client
+    assert (record["remote_port"] is None) == (trusted == "127.0.0.1")

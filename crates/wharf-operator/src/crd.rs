@@ -20,8 +20,15 @@ use serde::{Deserialize, Serialize};
 
 pub use autoscaling::{AutoscalingMetric, AutoscalingSpec, AutoscalingStatus};
 
+/// The server's app-name rule (`module:attribute`, dotted Python names), compiled in from the
+/// server crate so the CRD and `wharf APP` accept the same names (formatted by the server crate's
+/// rustfmt settings, not these).
+#[rustfmt::skip]
+#[path = "../../wharf-server/src/app_name.rs"]
+mod app_name;
+
 /// Python `module:attribute` (dotted names on both sides), the shape `wharf APP` accepts.
-pub const APP_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$";
+pub const APP_PATTERN: &str = app_name::PATTERN;
 
 /// A decimal ratio between 0 and 1 written as a string, because the API conventions forbid floats.
 pub const RATIO_PATTERN: &str = r"^(0(\.[0-9]{1,6})?|1(\.0{1,6})?)$";
@@ -172,7 +179,7 @@ impl PullPolicy {
 /// Where the wharf server binary and Python package come from.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum Runtime {
-    /// The application image has wharf installed (`pip install wharf`); the container runs `wharf`.
+    /// The application image has wharf installed (`pip install wharf-wsgi`); the container runs `wharf`.
     #[default]
     Bundled,
     /// An init container copies wharf from `injectorImage` into a shared volume on `PYTHONPATH`;
@@ -413,7 +420,7 @@ impl WsgiAppSpec {
                 max: a.max_replicas,
             });
         }
-        if !app_shape_ok(&self.app) {
+        if app_name::split(&self.app).is_none() {
             return Err(SpecError::AppShape(self.app.clone()));
         }
         if self.runtime == Runtime::Injected
@@ -436,22 +443,6 @@ impl WsgiAppSpec {
     }
 }
 
-/// Same language as [`APP_PATTERN`], without pulling in a regex engine.
-fn app_shape_ok(app: &str) -> bool {
-    fn dotted_ident(s: &str) -> bool {
-        !s.is_empty()
-            && s.split('.').all(|part| {
-                let mut chars = part.chars();
-                matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-            })
-    }
-    match app.split_once(':') {
-        Some((module, attr)) => dotted_ident(module) && dotted_ident(attr),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,7 +455,7 @@ mod tests {
             "a.b.c:factory.attr",
             "_m:_a",
         ] {
-            assert!(app_shape_ok(ok), "{ok}");
+            assert!(app_name::split(ok).is_some(), "{ok}");
         }
         for bad in [
             "app",
@@ -477,7 +468,7 @@ mod tests {
             "mod.:app",
             "",
         ] {
-            assert!(!app_shape_ok(bad), "{bad}");
+            assert!(app_name::split(bad).is_none(), "{bad}");
         }
     }
 }

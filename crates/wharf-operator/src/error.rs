@@ -19,6 +19,12 @@ pub enum Error {
         app: String,
         source: Box<kube::Error>,
     },
+    #[error("cannot serialize {kind} {name} for apply: {source}")]
+    Serialize {
+        kind: String,
+        name: String,
+        source: serde_json::Error,
+    },
     #[error("cannot reach the Kubernetes API: {0}")]
     Client(#[source] Box<kube::Error>),
     #[error("cannot load the Kubernetes client configuration: {0}")]

@@ -2,6 +2,9 @@
 //! client-side with kube's CEL validator on the committed schema (defaults applied first, as the
 //! API server does).
 
+// Helpers outside #[test] functions may panic too: a panic here is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use kube::core::cel::Validator;

@@ -1,6 +1,9 @@
 //! Golden files of the rendered children, plus properties every rendering must have.
 //! Regenerate with `UPDATE_GOLDEN=1 cargo test -p wharf-operator --test golden`.
 
+// Helpers outside #[test] functions may panic too: a panic here is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

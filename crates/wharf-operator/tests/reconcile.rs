@@ -1,6 +1,9 @@
 //! The reconciler against a mocked API server (tower-test): which calls it makes, with which field
 //! manager and bodies, and how it reacts to API errors.
 
+// Helpers outside #[test] functions may panic too: a panic here is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::{Arc, Mutex};

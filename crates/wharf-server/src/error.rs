@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// Why `wharf` could not start or keep running. Request-level failures never become one of
 /// these: they are answered with an HTTP status and logged.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     #[error("{0}")]
     InvalidConfig(String),
     #[error("cannot change directory to {path}: {source}")]
@@ -29,7 +29,7 @@ pub enum StartError {
 
 impl StartError {
     /// Process exit code: 3 for application import problems, 2 for configuration, 1 otherwise.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             StartError::Import { .. }
             | StartError::MissingAttribute { .. }

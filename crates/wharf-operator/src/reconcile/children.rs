@@ -11,7 +11,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::live::key;
 use super::unchanged::{self, Verdict};
@@ -131,7 +131,12 @@ where
     let name = desired.meta().name.clone().unwrap_or_default();
     let namespace = desired.meta().namespace.clone().unwrap_or_default();
     let kind = K::kind(&());
-    let mut body = serde_json::to_value(desired).unwrap_or(Value::Null);
+    // A Null body, force-applied, would release every field this manager owns.
+    let mut body = serde_json::to_value(desired).map_err(|source| Error::Serialize {
+        kind: kind.clone().into_owned(),
+        name: name.clone(),
+        source,
+    })?;
     body["apiVersion"] = json!(K::api_version(&()));
     body["kind"] = json!(kind);
     let digest = unchanged::stamp(&mut body);

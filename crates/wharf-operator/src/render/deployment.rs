@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use super::{Target, labels, object_meta, runtime};
+use super::{RenderError, Target, labels, object_meta, runtime};
 use crate::autoscale::handover;
 use crate::crd::{Runtime, TracingSpec};
 
@@ -25,9 +25,9 @@ pub const TEMPLATE_HASH: &str = "wharf.dev/pod-template-hash";
 const KILL_MARGIN_SECONDS: i64 = 5;
 const TMP_VOLUME: &str = "tmp";
 
-pub fn render(t: &Target) -> Deployment {
+pub fn render(t: &Target) -> Result<Deployment, RenderError> {
     let spec = &t.app.spec;
-    Deployment {
+    Ok(Deployment {
         metadata: object_meta(t),
         spec: Some(DeploymentSpec {
             // With autoscaling another owner has spec.replicas; setting it here would fight it.
@@ -45,14 +45,14 @@ pub fn render(t: &Target) -> Deployment {
             }),
             revision_history_limit: Some(5),
             progress_deadline_seconds: Some(600),
-            template: pod_template(t),
+            template: pod_template(t)?,
             ..DeploymentSpec::default()
         }),
         status: None,
-    }
+    })
 }
 
-fn pod_template(t: &Target) -> PodTemplateSpec {
+fn pod_template(t: &Target) -> Result<PodTemplateSpec, RenderError> {
     let spec = &t.app.spec;
     let mut pod_labels = spec.pod_labels.clone();
     pod_labels.extend(labels::common(t.name));
@@ -101,13 +101,13 @@ fn pod_template(t: &Target) -> PodTemplateSpec {
         }),
         spec: Some(pod_spec),
     };
-    let hash = template_hash(&template);
+    let hash = template_hash(&template)?;
     if let Some(meta) = template.metadata.as_mut() {
         meta.annotations
             .get_or_insert_with(BTreeMap::new)
             .insert(TEMPLATE_HASH.to_owned(), hash);
     }
-    template
+    Ok(template)
 }
 
 fn app_container(t: &Target) -> Container {
@@ -308,10 +308,14 @@ fn restricted_container_security() -> SecurityContext {
 
 /// Digest of the rendered template; shown on the pods, it tells at a glance which configuration a
 /// pod runs and changes whenever anything in the template (flags, env, mounts) changes.
-fn template_hash(template: &PodTemplateSpec) -> String {
-    let bytes = serde_json::to_vec(template).unwrap_or_default();
+fn template_hash(template: &PodTemplateSpec) -> Result<String, RenderError> {
+    // Hashing an empty document would give every template the same hash.
+    let bytes = serde_json::to_vec(template).map_err(|e| RenderError::Serialize {
+        what: "pod template",
+        source: e,
+    })?;
     let digest = Sha256::digest(&bytes);
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
 
 fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {

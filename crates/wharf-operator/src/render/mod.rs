@@ -41,6 +41,11 @@ pub enum RenderError {
     MissingMetadata(&'static str),
     #[error("invalid spec: {0}")]
     Spec(#[from] SpecError),
+    #[error("cannot serialize the {what}: {source}")]
+    Serialize {
+        what: &'static str,
+        source: serde_json::Error,
+    },
 }
 
 /// A WsgiApp with the metadata every child needs already checked.
@@ -94,7 +99,7 @@ pub fn render_over(
     let mut target = Target::new(app, config)?;
     target.current_replicas = current_replicas;
     Ok(Children {
-        deployment: deployment::render(&target),
+        deployment: deployment::render(&target)?,
         service: service::render(&target),
         hpa: hpa::render(&target),
         pdb: pdb::render(&target),
