@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
-import autoscale
+import autoscale  # noqa: E402
 
 TIMEOUT = 120
 
