@@ -11,6 +11,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::app_name;
 use crate::http::{BindSpec, TrustedProxies};
+use crate::wsgi::ErrorsLevel;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -90,6 +91,11 @@ pub(crate) struct Config {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "WHARF_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub(crate) log_level: String,
+
+    /// Level of the records made from what the app writes to `wsgi.errors` (one per line, with
+    /// the request's method and path): error, warn, info or debug.
+    #[arg(long, env = "WHARF_ERRORS_LOG_LEVEL", value_enum, default_value_t = ErrorsLevel::Warn)]
+    pub(crate) errors_log_level: ErrorsLevel,
 
     /// Format of the server's own log lines (written to stderr).
     #[arg(long, env = "WHARF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -61,10 +61,11 @@ impl Worker {
             multithread: config.threads > 1,
             multiprocess: config.workers > 1,
         };
-        let environ = (|| {
-            let errors = Bound::new(py, ErrorStream)?.into_any();
+        let (environ, errors) = (|| {
+            let errors = Bound::new(py, ErrorStream::new(config.errors_log_level, config.log_query))?;
             let file_wrapper = py.get_type::<FileWrapper>().into_any();
-            EnvironTemplate::new(py, &settings, errors, file_wrapper)
+            let template = EnvironTemplate::new(py, &settings, errors.clone().into_any(), file_wrapper)?;
+            Ok::<_, PyErr>((template, errors.unbind()))
         })()
         .map_err(|err| StartError::InvalidConfig(format!("cannot prepare environ: {err}")))?;
         let metrics = Arc::new(WorkerMetrics::new(u64::from(config.threads)));
@@ -80,6 +81,7 @@ impl Worker {
             io_timeout: config.io_timeout,
             metrics: Arc::clone(&metrics),
             log_query: config.log_query,
+            errors,
         });
         let watchdog = config.request_timeout().map(|t| Arc::new(Watchdog::new(t, config.threads as usize)));
         let pool = Pool::start(ctx, config.threads, config.queue_size, watchdog.clone())?;

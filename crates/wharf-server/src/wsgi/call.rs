@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use super::environ::{EnvironTemplate, HeaderKeyCache};
+use super::errors_stream::{ErrorStream, Serving};
 use super::file_wrapper::{FileSource, FileWrapper};
 use super::input::WsgiInput;
 use super::pyerr;
@@ -30,6 +31,8 @@ pub(crate) struct AppContext {
     pub(crate) metrics: Arc<WorkerMetrics>,
     /// `--log-query`: log lines quote the whole target, not only its path.
     pub(crate) log_query: bool,
+    /// `wsgi.errors`, which logs what is left of a line when the request ends.
+    pub(crate) errors: Py<ErrorStream>,
 }
 
 /// How producing a response failed.
@@ -84,6 +87,7 @@ pub(crate) fn serve_job(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyC
     // allocate a new buffer (8 KiB) for the connection's next request. The environ holds all
     // the app can see of it, so let it go before the response does.
     drop(parts);
+    let serving = Serving::begin(&environ);
     match serve(py, ctx, &environ, is_head, &start_response, trace.as_ref()) {
         Ok(()) => {}
         Err(Failure::ClientGone) => {
@@ -100,6 +104,7 @@ pub(crate) fn serve_job(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyC
             report_app_error(py, start_response.get(), &method, &request_target(ctx, &environ), &err, failure);
         }
     }
+    serving.end(py, ctx.errors.get());
     ctx.metrics.request_body(input.get().received());
 }
 

@@ -19,7 +19,7 @@ mod start_response;
 pub(crate) use app::load as load_app;
 pub(crate) use call::AppContext;
 pub(crate) use environ::{EnvironSettings, EnvironTemplate};
-pub(crate) use errors_stream::ErrorStream;
+pub(crate) use errors_stream::{ErrorStream, ErrorsLevel};
 pub(crate) use file_wrapper::FileWrapper;
 pub(crate) use input::WsgiInput;
 pub(crate) use pool::Pool;
