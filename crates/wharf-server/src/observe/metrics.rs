@@ -187,6 +187,14 @@ pub(crate) struct HistogramSnapshot {
 }
 
 impl HistogramSnapshot {
+    /// Counts one observation in seconds (for histograms kept outside a worker).
+    pub(crate) fn record_seconds(&mut self, value: f64) {
+        self.buckets.resize(SECONDS_BUCKETS.len() + 1, 0);
+        let idx = SECONDS_BUCKETS.iter().position(|b| value <= *b).unwrap_or(SECONDS_BUCKETS.len());
+        self.buckets[idx] += 1;
+        self.sum += value;
+    }
+
     fn add(&mut self, other: &HistogramSnapshot) {
         if self.buckets.len() < other.buckets.len() {
             self.buckets.resize(other.buckets.len(), 0);
@@ -254,17 +262,32 @@ impl Snapshot {
 pub(crate) struct ProcessStats {
     pub(crate) workers: usize,
     pub(crate) restarts: BTreeMap<&'static str, u64>,
+    /// Worker start times by how the worker was started (`fork`, `fresh`).
+    pub(crate) start_seconds: BTreeMap<&'static str, HistogramSnapshot>,
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], h: &HistogramSnapshot) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    histogram_series(out, name, "", bounds, h);
+}
+
+/// One series of a histogram; `labels` is empty or `key="value",` (a trailing comma).
+fn histogram_series(out: &mut String, name: &str, labels: &str, bounds: &[f64], h: &HistogramSnapshot) {
     let mut cumulative = 0;
     for (i, bound) in bounds.iter().enumerate() {
         cumulative += h.buckets.get(i).copied().unwrap_or(0);
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
     }
     let total: u64 = h.buckets.iter().sum();
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {}\n{name}_count {total}", h.sum);
+    let plain = match labels.trim_end_matches(',') {
+        "" => String::new(),
+        set => format!("{{{set}}}"),
+    };
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}le=\"+Inf\"}} {total}\n{name}_sum{plain} {}\n{name}_count{plain} {total}",
+        h.sum
+    );
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
@@ -319,6 +342,13 @@ pub(crate) fn render(s: &Snapshot, process: &ProcessStats) -> String {
     }
     let _ = writeln!(
         out,
+        "# HELP wharf_worker_start_seconds Time from starting a worker to it serving, by how it was started.\n# TYPE wharf_worker_start_seconds histogram"
+    );
+    for (mode, h) in &process.start_seconds {
+        histogram_series(&mut out, "wharf_worker_start_seconds", &format!("mode=\"{mode}\","), &SECONDS_BUCKETS, h);
+    }
+    let _ = writeln!(
+        out,
         "# HELP wharf_rejected_total Requests refused by the server itself, by reason.\n# TYPE wharf_rejected_total counter"
     );
     for (_, name) in REJECTIONS {
@@ -364,13 +394,24 @@ mod tests {
         assert_eq!(total.threads_busy, 1);
         assert_eq!(total.queued, 3);
         assert_eq!(total.in_flight, 0);
-        let text = render(&total, &ProcessStats { workers: 2, restarts: BTreeMap::from([("crash", 1)]) });
+        let mut forked = HistogramSnapshot::default();
+        forked.record_seconds(0.004);
+        forked.record_seconds(0.02);
+        let process = ProcessStats {
+            workers: 2,
+            restarts: BTreeMap::from([("crash", 1)]),
+            start_seconds: BTreeMap::from([("fork", forked)]),
+        };
+        let text = render(&total, &process);
         assert!(text.contains("wharf_requests_total{method=\"GET\",status=\"200\"} 1\n"));
         assert!(text.contains("wharf_request_duration_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("wharf_request_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("wharf_request_duration_seconds_count 2\n"));
         assert!(text.contains("wharf_rejected_total{reason=\"queue_full\"} 1\n"));
         assert!(text.contains("wharf_worker_restarts_total{reason=\"crash\"} 1\n"));
+        assert!(text.contains("wharf_worker_start_seconds_bucket{mode=\"fork\",le=\"0.005\"} 1\n"));
+        assert!(text.contains("wharf_worker_start_seconds_bucket{mode=\"fork\",le=\"+Inf\"} 2\n"));
+        assert!(text.contains("wharf_worker_start_seconds_count{mode=\"fork\"} 2\n"));
         assert!(text.contains("wharf_otel_spans_dropped_total 3\n"));
         assert!(text.contains("wharf_access_log_lines_dropped_total 3\n"));
         let retired = total.clone().without_gauges();

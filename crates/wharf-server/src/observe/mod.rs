@@ -5,5 +5,7 @@ pub(crate) mod logging;
 mod metrics;
 mod otel;
 
-pub(crate) use metrics::{ProcessStats, Rejection, Snapshot, WorkerMetrics, method_index, render as render_metrics};
+pub(crate) use metrics::{
+    HistogramSnapshot, ProcessStats, Rejection, Snapshot, WorkerMetrics, method_index, render as render_metrics,
+};
 pub(crate) use otel::{RequestSpan, Tracing};
