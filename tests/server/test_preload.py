@@ -158,3 +158,12 @@ def test_the_zygote_holds_no_listening_socket(wharf):
                 listening.add(fields[9])
     assert listening, "the server's listening sockets are visible"
     assert not inodes & listening
+
+
+def test_no_preload_from_the_environment_and_a_config_file(wharf, tmp_path):
+    by_env = wharf("lifecycle_app:app", env={"WHARF_NO_PRELOAD": "true"})
+    config = tmp_path / "wharf.toml"
+    config.write_text("no-preload = true\n")
+    by_file = wharf("lifecycle_app:app", "--config", str(config))
+    for server in (by_env, by_file):
+        assert "mode=fresh" in server.log() and "started zygote" not in server.log()

@@ -42,7 +42,6 @@ pub(crate) fn serve_zygote(py: Python<'_>, config: &Config, link: OwnedFd) -> Re
         // The app's threads may not be daemons: interpreter shutdown would wait for them.
         std::process::exit(0);
     }
-    tracing::info!(pid = std::process::id(), app = %config.app, seconds, "zygote imported the app; forking workers from it");
     let reaper = Reaper::install().map_err(StartError::Runtime)?;
     match serve_forks(py, &link, &reaper) {
         Ok(Some(handoff)) => {

@@ -374,9 +374,9 @@ impl Supervisor {
                             w.state = State::Ready;
                             self.ever_ready = true;
                             self.start_failures = 0;
-                            let (mode, seconds) = (w.mode(), w.started.elapsed().as_secs_f64());
-                            self.scraper.worker_started(mode, seconds);
-                            tracing::info!(worker = id, pid = w.pid, mode = %mode, seconds, "worker ready");
+                            let (mode, took) = (w.mode(), w.started.elapsed());
+                            self.scraper.worker_started(mode, took.as_secs_f64());
+                            tracing::info!(worker = id, pid = w.pid, mode = %mode, took = ?took, "worker ready");
                         }
                     }
                     WorkerMessage::Heartbeat { .. } | WorkerMessage::Metrics { .. } => {}
@@ -443,7 +443,8 @@ impl Supervisor {
                     }
                     return;
                 }
-                tracing::info!(zygote = generation, pid = zygote.pid, seconds, "zygote ready");
+                let took = Duration::try_from_secs_f64(seconds).unwrap_or_default();
+                tracing::info!(zygote = generation, pid = zygote.pid, took = ?took, "zygote ready");
                 self.current_zygote = Some(generation);
                 self.zygote_failures = 0;
                 if std::mem::take(&mut self.reload_pending) {
@@ -475,6 +476,11 @@ impl Supervisor {
             self.orphan_exited(id);
         }
         if self.stopping.is_some() {
+            return;
+        }
+        if zygote.importing.is_none() && self.current_zygote.is_some() {
+            // An old zygote (before a reload) whose workers still drain: nothing forks from it.
+            tracing::warn!(zygote = generation, pid = zygote.pid, "previous zygote exited ({how})");
             return;
         }
         let code = status.as_ref().ok().and_then(|s| s.code());
