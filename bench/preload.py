@@ -45,10 +45,11 @@ def free_port() -> int:
 
 
 def make_site(python: str, root: Path) -> Path:
-    subprocess.run([python, "-m", "django", "startproject", "site", str(root)], check=True, timeout=120)
-    with open(root / "site" / "urls.py", "a") as urls:
+    root.mkdir()
+    subprocess.run([python, "-m", "django", "startproject", "mysite", str(root)], check=True, timeout=120)
+    with open(root / "mysite" / "urls.py", "a") as urls:
         urls.write(PID_VIEW)
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "site.settings"}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mysite.settings"}
     subprocess.run([python, "manage.py", "migrate", "-v", "0"], cwd=root, check=True, timeout=300, env=env)
     return root
 
@@ -59,10 +60,10 @@ def commands(python: str, port: int) -> dict[str, list[str]]:
     gunicorn = [python, "-m", "gunicorn", "--bind", bind, "--workers", str(WORKERS), "--threads", str(THREADS)]
     gunicorn += ["--worker-class", "gthread", "--log-level", "warning"]
     return {
-        "wharf (fork)": [*wharf, "site.wsgi:application"],
-        "wharf --no-preload": [*wharf, "--no-preload", "site.wsgi:application"],
-        "gunicorn --preload": [*gunicorn, "--preload", "site.wsgi:application"],
-        "gunicorn": [*gunicorn, "site.wsgi:application"],
+        "wharf (fork)": [*wharf, "mysite.wsgi:application"],
+        "wharf --no-preload": [*wharf, "--no-preload", "mysite.wsgi:application"],
+        "gunicorn --preload": [*gunicorn, "--preload", "mysite.wsgi:application"],
+        "gunicorn": [*gunicorn, "mysite.wsgi:application"],
     }
 
 
@@ -163,6 +164,8 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    # Servers run in the project directory: a relative interpreter path would not resolve there.
+    args.python = os.path.abspath(args.python)
     with tempfile.TemporaryDirectory(prefix="wharf-preload-bench-") as tmp:
         site = make_site(args.python, Path(tmp) / "project")
         logs = Path(tmp)
