@@ -32,13 +32,13 @@ pub(crate) fn serve_zygote(py: Python<'_>, config: &Config, link: OwnedFd) -> Re
     let started = Instant::now();
     let app = wsgi::load_app(py, config)?;
     let threads = other_threads(py);
-    if threads.is_empty() {
+    let unsafe_to_fork = !threads.is_empty();
+    if !unsafe_to_fork {
         freeze(py);
     }
     let seconds = started.elapsed().as_secs_f64();
-    send_message(link.as_fd(), &ZygoteMessage::Imported { seconds, threads: threads.clone() })
-        .map_err(StartError::Runtime)?;
-    if !threads.is_empty() {
+    send_message(link.as_fd(), &ZygoteMessage::Imported { seconds, threads }).map_err(StartError::Runtime)?;
+    if unsafe_to_fork {
         // The app's threads may not be daemons: interpreter shutdown would wait for them.
         std::process::exit(0);
     }
