@@ -21,9 +21,9 @@ mod sync;
 mod watchdog;
 
 pub(crate) use client::{Client, Forwarded, Peer};
-pub(crate) use exchange::{Job, JobTrace, Reply, ReplyBody, StreamAborted};
+pub(crate) use exchange::{Job, JobTrace, Reply, ReplyBody, StreamAborted, Work};
 pub(crate) use outbox::Outbox;
-pub(crate) use pipe::{End, Pipe, Taken};
+pub(crate) use pipe::{End, Pipe, PipeReader, Taken};
 pub(crate) use queue::{JobQueue, PushError};
 pub(crate) use request_body::{BodyFailure, RequestBody, Settled, SharedBody};
 pub(crate) use stamp::Stamp;

@@ -17,14 +17,14 @@ use super::forwarded::{self, TrustedProxies};
 use super::limits::{self, Limits};
 use super::response_body::{OnFinish, ResponseBody};
 use crate::bridge::{
-    Client, Job, JobQueue, JobTrace, Peer, PushError, Reply, ReplyBody, RequestBody, Settled, SharedBody, Stamp,
+    Client, Job, JobQueue, JobTrace, Peer, PushError, Reply, ReplyBody, RequestBody, Settled, SharedBody, Stamp, Work,
 };
 use crate::observe::{self, Rejection, RequestSpan, Tracing, WorkerMetrics};
 use crate::process::{ControlClient, RecycleReason, WorkerMessage};
 
 /// What every connection of this process shares.
 pub(crate) struct Shared {
-    pub(crate) queue: Arc<JobQueue<Job>>,
+    pub(crate) queue: Arc<JobQueue<Work>>,
     pub(crate) limits: Limits,
     pub(crate) access_log: Option<AccessLog>,
     /// Requests answer 504 when the app has not started the response within `--timeout`.
@@ -343,7 +343,7 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Resu
     };
     let version = parts.version;
     let job = Job { parts, body: body.clone(), client, reply: reply_tx, expire, enqueued: arrived, trace };
-    match shared.queue.push(job) {
+    match shared.queue.push(Work::Request(job)) {
         Ok(()) => {}
         Err(PushError::Full(job)) => {
             drop(job);
