@@ -18,6 +18,7 @@ use super::limits::{self, Limits};
 use super::response_body::{OnFinish, ResponseBody};
 use crate::bridge::{
     Client, Job, JobQueue, JobTrace, Peer, PushError, Reply, ReplyBody, RequestBody, Settled, SharedBody, Stamp, Work,
+    target,
 };
 use crate::observe::{self, Rejection, RequestSpan, Tracing, WorkerMetrics};
 use crate::process::{ControlClient, RecycleReason, WorkerMessage};
@@ -226,7 +227,7 @@ impl Finish {
             client: client.clone(),
             request: Some(RequestLine {
                 method: parts.method.clone(),
-                target: parts.uri.to_string(),
+                target: target::display(&parts.uri.to_string()).into_owned(),
                 version: parts.version,
             }),
             status: 0,
