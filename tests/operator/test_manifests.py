@@ -22,9 +22,10 @@ CRD = ROOT / "deploy/crds/wsgiapps.wharf.dev.yaml"
 GOLDEN = sorted((ROOT / "crates/wharf-operator/tests/golden").glob("*.yaml"))
 EXAMPLES = sorted(
     p
-    for p in (ROOT / "deploy/examples").glob("*.yaml")
+    for p in [*(ROOT / "deploy/examples").glob("*.yaml"), *(ROOT / "deploy/examples/django").glob("*.yaml")]
     if any(d and d.get("kind") == "WsgiApp" for d in yaml.safe_load_all(p.read_text()))
 )
+DJANGO = sorted((ROOT / "deploy/examples/django").glob("*.yaml"))
 # Oldest supported (Chart.yaml kubeVersion), the kubectl bundle's, and the newest.
 K8S_VERSIONS = ["1.28.0", "1.33.0", "1.37.0"]
 
@@ -97,7 +98,7 @@ def wsgiapp_schema():
 def test_examples_match_the_crd_schema(path, wsgiapp_schema):
     namespaces = {o["metadata"]["name"] for o in docs(path) if o["kind"] == "Namespace"}
     for obj in docs(path):
-        if obj["kind"] == "Namespace":
+        if obj["apiVersion"] != "wharf.dev/v1alpha1":
             kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
             continue
         assert obj["apiVersion"] == "wharf.dev/v1alpha1"
@@ -106,6 +107,18 @@ def test_examples_match_the_crd_schema(path, wsgiapp_schema):
         # created by the same file, before it is used.
         namespace = obj["metadata"].get("namespace", "default")
         assert namespace == "default" or namespace in namespaces, f"{path.name}: namespace {namespace} is not created"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_django_example_objects_are_valid(version):
+    assert {p.name for p in DJANGO} == {"postgres.yaml", "wsgiapp.yaml"}
+    kinds = []
+    for path in DJANGO:
+        for obj in docs(path):
+            kinds.append(obj["kind"])
+            if obj["apiVersion"] != "wharf.dev/v1alpha1":
+                kubernetes_validate.validate(obj, version, strict=True)
+    assert kinds.count("WsgiApp") == 1
 
 
 def test_schema_rejects_what_it_should(wsgiapp_schema):
@@ -119,6 +132,12 @@ def test_schema_rejects_what_it_should(wsgiapp_schema):
         {"image": "i", "app": "a:b", "runtime": "Sidecar"},
         {"image": "i", "app": "a:b", "server": {"port": 70000}},
         {"image": "i", "app": "a:b", "tracing": {"samplingRatio": 0.5}},  # no floats
+        {"image": "i", "app": "a:b", "ingress": {"paths": ["/"]}},          # hosts required
+        {"image": "i", "app": "a:b", "route": {"hostnames": ["a.example"]}},  # parentRefs required
+        {"image": "i", "app": "a:b", "migrate": {"command": []}},
+        {"image": "i", "app": "a:b", "sidecars": [{"image": "x"}]},        # container without a name
+        {"image": "i", "app": "a:b", "podOverrides": "spec"},
+        {"image": "i", "app": "a:b", "strategy": {"maxSurge": 1.5}},
     ]
     for spec in bad_specs:
         with pytest.raises(jsonschema.ValidationError):
