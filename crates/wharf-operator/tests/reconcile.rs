@@ -1267,3 +1267,106 @@ async fn the_deployment_rolls_only_after_its_migration_succeeded() {
         "Migrating"
     );
 }
+
+fn migrating_hello() -> WsgiApp {
+    let mut app = example("minimal");
+    app.spec.migrate = Some(
+        serde_json::from_value(json!({"command": ["./migrate"], "historyLimit": 2})).expect("migrate"),
+    );
+    app
+}
+
+/// An earlier migration Job of `app`, created at `minute`, finished or not.
+fn old_job(app: &WsgiApp, hash: &str, minute: u32, finished: bool) -> Value {
+    let mut job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {
+            "name": format!("hello-migrate-{hash}"), "namespace": "default",
+            "creationTimestamp": format!("2026-01-01T00:{minute:02}:00Z"),
+            "labels": {"wharf.dev/template-hash": hash},
+            "ownerReferences": [{"apiVersion": "wharf.dev/v1alpha1", "kind": "WsgiApp", "name": "hello",
+                                 "uid": app.metadata.uid, "controller": true}]
+        },
+        "spec": {"template": {"spec": {"containers": []}}}
+    });
+    if finished {
+        job["status"] = json!({"conditions": [{"type": "Complete", "status": "True"}]});
+    }
+    job
+}
+
+fn deleted_jobs(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.method == Method::DELETE && c.path.contains("/jobs/"))
+        .map(|c| c.path.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn finished_migrations_beyond_the_history_limit_are_deleted_running_ones_never() {
+    let app = migrating_hello();
+    let api = mock(Arc::new(|call: &Call| match call.method {
+        Method::DELETE => (
+            StatusCode::OK,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ),
+        _ => echo(call),
+    }));
+    // The Deployment already runs the rendered template: nothing to migrate.
+    let rendered = wharf_operator::render::render(&app, &api.ctx.render).expect("renders");
+    let mut deployment = serde_json::to_value(&rendered.deployment).expect("json");
+    deployment["apiVersion"] = json!("apps/v1");
+    deployment["kind"] = json!("Deployment");
+    api.sees(&deployment);
+    for (hash, minute, finished) in [
+        ("0000000a", 1, true),
+        ("0000000b", 2, true),
+        ("0000000c", 3, false),
+        ("0000000d", 4, true),
+        ("0000000e", 5, true),
+    ] {
+        api.sees(&old_job(&app, hash, minute, finished));
+    }
+    reconcile::reconcile(Arc::new(app), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    assert_eq!(
+        deleted_jobs(&calls),
+        ["hello-migrate-0000000b", "hello-migrate-0000000a"],
+        "the newest two finished ones stay, the running one too"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.method == Method::PATCH && c.path.contains("/jobs/")),
+        "{calls:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_migration_waits_for_an_older_one_still_running() {
+    let app = migrating_hello();
+    let api = mock(Arc::new(echo));
+    api.sees(&old_job(&app, "0000000c", 3, false));
+    reconcile::reconcile(Arc::new(app), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.path.contains("/jobs/") || c.path.contains("/deployments/")),
+        "{calls:#?}"
+    );
+    let progressing = condition(&status_patch(&calls, "hello"), "Progressing").clone();
+    assert_eq!(progressing["reason"], "Migrating");
+    assert!(
+        progressing["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("waits for hello-migrate-0000000c"),
+        "{progressing}"
+    );
+}
