@@ -1271,7 +1271,8 @@ async fn the_deployment_rolls_only_after_its_migration_succeeded() {
 fn migrating_hello() -> WsgiApp {
     let mut app = example("minimal");
     app.spec.migrate = Some(
-        serde_json::from_value(json!({"command": ["./migrate"], "historyLimit": 2})).expect("migrate"),
+        serde_json::from_value(json!({"command": ["./migrate"], "historyLimit": 2}))
+            .expect("migrate"),
     );
     app
 }
