@@ -123,7 +123,7 @@ pub fn compute(o: &Observed) -> WsgiAppStatus {
             false,
             "MigrationFailed",
             format!(
-                "the pods stay on their current template: migration Job {job} failed (see Degraded); change the spec to try again"
+                "the pods stay on their current template: migration Job {job} failed (see Degraded); change the spec or delete the Job to try again"
             ),
         ),
         (rollout, None) => match rollout {
