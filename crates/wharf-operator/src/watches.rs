@@ -183,3 +183,50 @@ where
         None => Api::all(client.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ::http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn discovery_finds_the_served_kinds_only() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let (status, body) = match request.uri().path() {
+                    "/apis/gateway.networking.k8s.io/v1" => (
+                        StatusCode::OK,
+                        json!({"kind": "APIResourceList", "apiVersion": "v1",
+                               "groupVersion": "gateway.networking.k8s.io/v1", "resources": [
+                            {"name": "httproutes", "singularName": "httproute", "namespaced": true,
+                             "kind": "HTTPRoute", "verbs": ["get", "list", "watch", "create", "patch", "delete"]}
+                        ]}),
+                    ),
+                    _ => (
+                        StatusCode::NOT_FOUND,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"}),
+                    ),
+                };
+                let response = Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&body).expect("json")))
+                    .expect("response");
+                send.send_response(response);
+            }
+        });
+        let found = discover(&Client::new(service, "default")).await;
+        assert_eq!(
+            found,
+            Optional {
+                routes: true,
+                pod_monitors: false
+            }
+        );
+    }
+}
