@@ -56,7 +56,7 @@ pub fn render(t: &Target) -> Result<Deployment, RenderError> {
 }
 
 /// The pod template, with `podOverrides` applied last and both hash annotations set.
-pub fn pod_template(t: &Target) -> Result<PodTemplateSpec, RenderError> {
+fn pod_template(t: &Target) -> Result<PodTemplateSpec, RenderError> {
     let spec = &t.app.spec;
     let mut pod_labels = spec.pod_labels.clone();
     pod_labels.extend(labels::common(t.name));
