@@ -1,5 +1,6 @@
 //! spec.route → Gateway API HTTPRoute (gateway.networking.k8s.io/v1). The types are the few
-//! fields the operator writes; the gateway-api crate pins other kube and k8s-openapi versions.
+//! fields the operator writes: the gateway-api crate's newest release (0.21) is built on kube 3
+//! and k8s-openapi 0.27, and its types do not mix with this crate's kube 5 and k8s-openapi 0.29.
 
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
