@@ -35,30 +35,31 @@ fn doc<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> String {
     format!("---\n{}", serde_saphyr::to_string(&ordered).expect("yaml"))
 }
 
-fn documents(children: &Children) -> String {
-    let mut out = doc(&children.deployment) + &doc(&children.service);
-    if let Some(hpa) = &children.hpa {
-        out += &doc(hpa);
+/// Every rendered child, in apply order: kind, metadata and YAML document.
+fn objects(children: &Children) -> Vec<(String, &ObjectMeta, String)> {
+    fn add<'a, K: Resource<DynamicType = ()> + Serialize>(
+        out: &mut Vec<(String, &'a ObjectMeta, String)>,
+        object: Option<&'a K>,
+    ) {
+        if let Some(object) = object {
+            out.push((K::kind(&()).into_owned(), object.meta(), doc(object)));
+        }
     }
-    if let Some(pdb) = &children.pdb {
-        out += &doc(pdb);
-    }
-    if let Some(ingress) = &children.ingress {
-        out += &doc(ingress);
-    }
-    if let Some(route) = &children.route {
-        out += &doc(route);
-    }
-    if let Some(monitor) = &children.pod_monitor {
-        out += &doc(monitor);
-    }
-    if let Some(policy) = &children.network_policy {
-        out += &doc(policy);
-    }
-    if let Some(job) = &children.migration {
-        out += &doc(job);
-    }
+    let mut out = Vec::new();
+    add(&mut out, Some(&children.deployment));
+    add(&mut out, Some(&children.service));
+    add(&mut out, children.hpa.as_ref());
+    add(&mut out, children.pdb.as_ref());
+    add(&mut out, children.ingress.as_ref());
+    add(&mut out, children.route.as_ref());
+    add(&mut out, children.pod_monitor.as_ref());
+    add(&mut out, children.network_policy.as_ref());
+    add(&mut out, children.migration.as_ref());
     out
+}
+
+fn documents(children: &Children) -> String {
+    objects(children).into_iter().map(|(_, _, d)| d).collect()
 }
 
 #[test]
@@ -89,41 +90,12 @@ fn rendered_children_match_golden_files() {
     );
 }
 
-fn metas(children: &Children) -> Vec<(&'static str, &ObjectMeta)> {
-    let mut metas = vec![
-        ("Deployment", &children.deployment.metadata),
-        ("Service", &children.service.metadata),
-    ];
-    if let Some(hpa) = &children.hpa {
-        metas.push(("HorizontalPodAutoscaler", &hpa.metadata));
-    }
-    if let Some(pdb) = &children.pdb {
-        metas.push(("PodDisruptionBudget", &pdb.metadata));
-    }
-    if let Some(ingress) = &children.ingress {
-        metas.push(("Ingress", &ingress.metadata));
-    }
-    if let Some(route) = &children.route {
-        metas.push(("HTTPRoute", &route.metadata));
-    }
-    if let Some(monitor) = &children.pod_monitor {
-        metas.push(("PodMonitor", &monitor.metadata));
-    }
-    if let Some(policy) = &children.network_policy {
-        metas.push(("NetworkPolicy", &policy.metadata));
-    }
-    if let Some(job) = &children.migration {
-        metas.push(("Job", &job.metadata));
-    }
-    metas
-}
-
 #[test]
 fn every_child_is_owned_labelled_and_colocated() {
     for (name, input) in common::cases() {
         let app = common::load(&input);
         let children = render::render(&app, &config()).expect("renders");
-        for (kind, meta) in metas(&children) {
+        for (kind, meta, _) in objects(&children) {
             let owners = meta.owner_references.as_deref().unwrap_or_default();
             assert_eq!(owners.len(), 1, "{name} {kind}");
             let owner = &owners[0];

@@ -113,7 +113,7 @@ pub fn data_digest<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str, &'a 
         hasher.update(key.as_bytes());
         hasher.update(value);
     }
-    hex(&hasher.finalize())
+    super::short_hex(&hasher.finalize())
 }
 
 /// Digest of every referenced object's digest (`None`: it does not exist), for the pod template's
@@ -131,11 +131,7 @@ pub fn config_hash(contents: &BTreeMap<ConfigRef, Option<String>>) -> Option<Str
             digest.as_deref().unwrap_or("absent")
         ));
     }
-    Some(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    Some(super::short_hex(&hasher.finalize()))
 }
 
 #[cfg(test)]

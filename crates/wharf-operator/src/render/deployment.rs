@@ -348,8 +348,7 @@ fn template_hash(template: &PodTemplateSpec) -> Result<String, RenderError> {
         what: "pod template",
         source: e,
     })?;
-    let digest = Sha256::digest(&bytes);
-    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+    Ok(super::short_hex(&Sha256::digest(&bytes)))
 }
 
 fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {

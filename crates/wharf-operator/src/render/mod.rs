@@ -178,6 +178,12 @@ fn object_meta(t: &Target) -> ObjectMeta {
     }
 }
 
+/// A digest shortened to its first 8 bytes as 16 hex digits, the form of every hash the operator
+/// writes into annotations and names.
+pub(crate) fn short_hex(digest: &[u8]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 /// Name of the WsgiApp, for log fields; never fails.
 pub fn display_name(app: &WsgiApp) -> String {
     format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
