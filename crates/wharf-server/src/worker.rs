@@ -115,8 +115,8 @@ impl Worker {
                     let (metrics, queue, otel, log) =
                         (Arc::clone(&metrics), Arc::clone(&queue), otel.clone(), access_log.clone());
                     move || {
-                        let spans_dropped = otel.as_ref().map_or(0, |t| t.dropped());
-                        metrics.snapshot(queue.load(), spans_dropped, log.as_ref().map_or(0, AccessLog::dropped))
+                        let spans = otel.as_ref().map_or((0, 0), |t| (t.dropped(), t.failed()));
+                        metrics.snapshot(queue.load(), spans, log.as_ref().map_or(0, AccessLog::dropped))
                     }
                 };
                 let control = start_control(control_fd, Arc::clone(&served), snapshot.clone(), stop_tx)?;

@@ -142,11 +142,11 @@ impl WorkerMetrics {
     }
 
     /// `queued` and `busy` come from the request queue, read together so they are coherent;
-    /// the drop counts from the span exporter and the access log.
+    /// the span exporter's drop and failure counts and the access log's drop count.
     pub(crate) fn snapshot(
         &self,
         (queued, busy): (usize, usize),
-        spans_dropped: u64,
+        (spans_dropped, spans_failed): (u64, u64),
         access_log_dropped: u64,
     ) -> Snapshot {
         let mut requests = BTreeMap::new();
@@ -175,6 +175,7 @@ impl WorkerMetrics {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             spans_dropped,
+            spans_failed,
             access_log_dropped,
         }
     }
@@ -214,6 +215,7 @@ pub(crate) struct Snapshot {
     pub(crate) queued: i64,
     pub(crate) rejected: BTreeMap<String, u64>,
     pub(crate) spans_dropped: u64,
+    pub(crate) spans_failed: u64,
     pub(crate) access_log_dropped: u64,
 }
 
@@ -235,6 +237,7 @@ impl Snapshot {
         self.threads_total += other.threads_total;
         self.queued += other.queued;
         self.spans_dropped += other.spans_dropped;
+        self.spans_failed += other.spans_failed;
         self.access_log_dropped += other.access_log_dropped;
     }
 
@@ -332,6 +335,11 @@ pub(crate) fn render(s: &Snapshot, process: &ProcessStats) -> String {
     let _ = writeln!(out, "wharf_otel_spans_dropped_total {}", s.spans_dropped);
     let _ = writeln!(
         out,
+        "# HELP wharf_otel_spans_failed_total Trace spans whose export failed (collector unreachable or refusing, TLS or setup error).\n# TYPE wharf_otel_spans_failed_total counter"
+    );
+    let _ = writeln!(out, "wharf_otel_spans_failed_total {}", s.spans_failed);
+    let _ = writeln!(
+        out,
         "# HELP wharf_access_log_lines_dropped_total Access-log lines dropped because stdout did not keep up.\n# TYPE wharf_access_log_lines_dropped_total counter"
     );
     let _ = writeln!(out, "wharf_access_log_lines_dropped_total {}", s.access_log_dropped);
@@ -356,8 +364,8 @@ mod tests {
             0,
         );
         b.rejected(Rejection::QueueFull);
-        let mut total = a.snapshot((2, 0), 0, 1);
-        total.add(&b.snapshot((1, 1), 3, 2));
+        let mut total = a.snapshot((2, 0), (0, 4), 1);
+        total.add(&b.snapshot((1, 1), (3, 1), 2));
         assert_eq!(total.requests.get("GET 200"), Some(&1));
         assert_eq!(total.requests.get("_OTHER 404"), Some(&1));
         assert_eq!(total.threads_total, 8);
@@ -372,6 +380,7 @@ mod tests {
         assert!(text.contains("wharf_rejected_total{reason=\"queue_full\"} 1\n"));
         assert!(text.contains("wharf_worker_restarts_total{reason=\"crash\"} 1\n"));
         assert!(text.contains("wharf_otel_spans_dropped_total 3\n"));
+        assert!(text.contains("wharf_otel_spans_failed_total 5\n"));
         assert!(text.contains("wharf_access_log_lines_dropped_total 3\n"));
         let retired = total.clone().without_gauges();
         assert_eq!((retired.threads_total, retired.requests.len()), (0, 2));
@@ -381,7 +390,7 @@ mod tests {
     fn snapshots_travel_as_json() {
         let m = WorkerMetrics::new(1);
         m.request_body(5000);
-        let snap = m.snapshot((0, 0), 0, 0);
+        let snap = m.snapshot((0, 0), (0, 0), 0);
         let back: Snapshot = serde_json::from_str(&serde_json::to_string(&snap).expect("json")).expect("parses");
         assert_eq!(back, snap);
     }
