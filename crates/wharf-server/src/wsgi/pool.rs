@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 
 use super::call::{self, AppContext};
 use super::environ::HeaderKeyCache;
-use crate::bridge::{Job, JobQueue, Watchdog, sched};
+use crate::bridge::{Job, JobQueue, LoggedRequest, Watchdog, sched};
 use crate::error::StartError;
 
 pub(crate) struct Pool {
@@ -92,7 +92,7 @@ fn run_thread(index: usize, ctx: &AppContext, queue: &JobQueue<Job>, watchdog: O
             ctx.metrics.queued_for(started.saturating_duration_since(job.enqueued));
             let watched = match (watchdog, job.expire.take()) {
                 (Some(dog), Some(expire)) => {
-                    dog.start(index, expire);
+                    dog.start(index, expire, LoggedRequest::of(&job.parts, ctx.log_query));
                     Some(dog)
                 }
                 _ => None,

@@ -43,14 +43,12 @@ pub(super) fn for_each(record: &SpanRecord, error_type: Option<&str>, mut emit: 
             emit("http.request.method_original", Val::Str(record.method.as_str()));
         }
     }
-    emit("url.path", Val::Str(record.uri.path()));
-    if record.capture_query
-        && let Some(query) = record.uri.query()
-    {
+    emit("url.path", Val::Str(&record.path));
+    if let Some(query) = &record.query {
         emit("url.query", Val::Str(query));
     }
     emit("url.scheme", Val::Str(record.client.scheme()));
-    if let Some((address, port)) = server_address(record.host.as_ref(), &record.uri, &record.client) {
+    if let Some((address, port)) = server_address(record.host.as_deref(), &record.client) {
         emit("server.address", Val::Str(&address));
         emit("server.port", Val::Int(i64::from(port)));
     }
@@ -61,7 +59,7 @@ pub(super) fn for_each(record: &SpanRecord, error_type: Option<&str>, mut emit: 
         emit("network.protocol.version", Val::Str(version));
     }
     if let Some(agent) = &record.user_agent {
-        emit("user_agent.original", Val::Str(&String::from_utf8_lossy(agent.as_bytes())));
+        emit("user_agent.original", Val::Str(agent));
     }
     emit("http.response.status_code", Val::Int(i64::from(record.status)));
     emit("http.response.body.size", Val::Int(i64::try_from(record.bytes_sent).unwrap_or(i64::MAX)));
@@ -86,19 +84,13 @@ fn known_method(method: &Method) -> Option<&'static str> {
     })
 }
 
-/// The host the client addressed (a trusted proxy's forwarded host, the absolute URI, then
-/// `Host`), with the scheme's default port when it names none; the listening socket when the
-/// request names no host.
-pub(super) fn server_address(
-    host: Option<&http::HeaderValue>,
-    uri: &http::Uri,
-    client: &Client,
-) -> Option<(String, u16)> {
+/// The host the client addressed (a trusted proxy's forwarded host, else `host`: the absolute
+/// URI's authority or `Host`), with the scheme's default port when it names none; the listening
+/// socket when the request names no host.
+pub(super) fn server_address(host: Option<&str>, client: &Client) -> Option<(String, u16)> {
     let (scheme, local) = (client.scheme(), client.peer.local);
-    let named = client
-        .forwarded_host()
-        .and_then(|host| Authority::from_str(host).ok())
-        .or_else(|| uri.authority().cloned().or_else(|| Authority::from_str(host?.to_str().ok()?).ok()));
+    let parse = |host: &str| Authority::from_str(host).ok();
+    let named = client.forwarded_host().and_then(parse).or_else(|| host.and_then(parse));
     match named {
         Some(authority) => {
             let port = authority.port_u16().or(match scheme {

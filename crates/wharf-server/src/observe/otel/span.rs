@@ -1,11 +1,13 @@
 //! The SERVER span of one request, as a fixed-shape record: the request path only takes ids,
-//! clocks and cheap reference-counted clones of the request's parts; attributes are derived and
-//! encoded on the export thread (`encode`).
+//! clocks and copies of the few strings a span names; attributes are derived and encoded on the
+//! export thread (`encode`). The strings are copied rather than shared with the request: a
+//! shared handle would keep hyper's read buffer alive until the export, so every request would
+//! need a fresh one.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderValue, Method, Uri, Version, header};
+use http::{Method, Version, header};
 use opentelemetry::trace::{SpanId, TraceId, TraceState};
 use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator};
 
@@ -42,10 +44,12 @@ pub(super) struct SpanRecord {
     /// When a Python thread took the request (Unix nanoseconds) and how long it had waited.
     pub(super) queued: Option<(u64, Duration)>,
     pub(super) method: Method,
-    pub(super) uri: Uri,
-    pub(super) capture_query: bool,
-    pub(super) host: Option<HeaderValue>,
-    pub(super) user_agent: Option<HeaderValue>,
+    pub(super) path: String,
+    /// Only with `--trace-query`.
+    pub(super) query: Option<String>,
+    /// The absolute-form target's authority, else `Host`.
+    pub(super) host: Option<String>,
+    pub(super) user_agent: Option<String>,
     pub(super) version: Version,
     pub(super) client: Client,
     pub(super) status: u16,
@@ -93,10 +97,16 @@ impl RequestSpan {
             end: 0,
             queued: None,
             method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            capture_query,
-            host: parts.headers.get(header::HOST).cloned(),
-            user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().filter(|_| capture_query).map(str::to_owned),
+            host: match parts.uri.authority() {
+                Some(authority) => Some(authority.as_str().to_owned()),
+                None => parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            },
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
             version: parts.version,
             client: client.clone(),
             status: 0,

@@ -194,9 +194,10 @@ fn unknown_methods_are_other_and_the_span_is_named_http() {
 
 #[test]
 fn server_address_comes_from_the_request_then_the_socket() {
+    // What the span keeps of a request: the absolute-form authority, else `Host`.
     let address = |uri: &str, host: Option<&str>, client: &Client| {
-        let host = host.map(|h| http::HeaderValue::from_str(h).expect("header"));
-        server_address(host.as_ref(), &uri.parse().expect("uri"), client)
+        let uri: http::Uri = uri.parse().expect("uri");
+        server_address(uri.authority().map(|a| a.as_str()).or(host), client)
     };
     assert_eq!(address("/", Some("example.org"), &client("https", None)), Some(("example.org".into(), 443)));
     assert_eq!(address("/", Some("example.org"), &client("http", None)), Some(("example.org".into(), 80)));
