@@ -74,7 +74,6 @@ fn by_ratio(ratio: f64, trace_id: TraceId) -> bool {
     if ratio >= 1.0 {
         return true;
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
     let bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
     let low = u128::from_be_bytes(trace_id.to_bytes()) as u64;
     (low >> 1) < bound

@@ -118,20 +118,19 @@ impl RequestSpan {
 
     /// W3C `traceparent` of this span: what the application must continue from.
     pub(crate) fn traceparent(&self) -> String {
-        fn hex(out: &mut String, bytes: &[u8]) {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            for b in bytes {
-                out.push(char::from(DIGITS[usize::from(b >> 4)]));
-                out.push(char::from(DIGITS[usize::from(b & 15)]));
-            }
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let ids = self.record.trace_id.to_bytes().into_iter().chain(self.record.span_id.to_bytes());
+        // Trace id digits at 3..35, span id digits at 36..52.
+        let positions = (3..35).step_by(2).chain((36..52).step_by(2));
+        for (at, byte) in positions.zip(ids) {
+            out[at] = DIGITS[usize::from(byte >> 4)];
+            out[at + 1] = DIGITS[usize::from(byte & 15)];
         }
-        let mut out = String::with_capacity(55);
-        out.push_str("00-");
-        hex(&mut out, &self.record.trace_id.to_bytes());
-        out.push('-');
-        hex(&mut out, &self.record.span_id.to_bytes());
-        out.push_str(if self.record.sampled { "-01" } else { "-00" });
-        out
+        if self.record.sampled {
+            out[54] = b'1';
+        }
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// W3C `tracestate` carried over from the incoming request, if it had one.
