@@ -26,8 +26,8 @@ pub(crate) struct Request {
 impl Request {
     pub(crate) fn of(parts: &http::request::Parts, log_query: bool) -> Request {
         let path = match parts.uri.path_and_query() {
-            Some(target) if log_query => target.as_str().to_owned(),
-            _ => parts.uri.path().to_owned(),
+            Some(target) if log_query => super::target::display(target.as_str()).into_owned(),
+            _ => super::target::display(parts.uri.path()).into_owned(),
         };
         Request { method: parts.method.clone(), path }
     }

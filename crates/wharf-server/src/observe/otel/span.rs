@@ -13,7 +13,7 @@ use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator};
 
 use super::export::Queue;
 use super::sampler::Sampler;
-use crate::bridge::Client;
+use crate::bridge::{Client, target};
 
 /// The SERVER span of one request. Moves with the request from the I/O thread to a Python
 /// thread and back; is queued for export when [`RequestSpan::finish`] is called (a span dropped
@@ -97,8 +97,9 @@ impl RequestSpan {
             end: 0,
             queued: None,
             method: parts.method.clone(),
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().filter(|_| capture_query).map(str::to_owned),
+            // Raw bytes a client sent come back as text (`target`), as everywhere they are shown.
+            path: target::display(parts.uri.path()).into_owned(),
+            query: parts.uri.query().filter(|_| capture_query).map(|q| target::display(q).into_owned()),
             host: match parts.uri.authority() {
                 Some(authority) => Some(authority.as_str().to_owned()),
                 None => parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned),
