@@ -70,6 +70,12 @@ impl Default for Inbound {
     }
 }
 
+/// Put before a `Content-Length` that is a number beyond any body's length: hyper refuses such
+/// a length as a head too large (`431`), but it is a malformed request (`400`), which is what
+/// hyper answers to this invalid first value. (Only when the field came in one read, as good
+/// as always: the bytes of an earlier read are hyper's already.)
+const LENGTH_OUT_OF_RANGE: &[u8] = b"Content-Length: out-of-range\r\n";
+
 /// Chunked framing broke the rules in what was just read.
 #[derive(Debug)]
 pub(crate) struct Broken {
@@ -110,6 +116,7 @@ impl Inbound {
                 }
                 State::Headers { line, overflow, framing } => {
                     let (part, ended) = line_of(rest);
+                    let whole = line.is_empty();
                     keep(line, overflow, part);
                     if ended {
                         let field = line.strip_suffix(b"\n").unwrap_or(line);
@@ -117,9 +124,16 @@ impl Inbound {
                         if field.is_empty() {
                             self.state = after_head(framing);
                         } else {
-                            note_field(framing, field, *overflow);
+                            let out_of_range = note_field(framing, field, *overflow);
                             line.clear();
                             *overflow = false;
+                            if out_of_range && whole {
+                                let out = rewritten.get_or_insert_with(|| data[..i].to_vec());
+                                out.extend_from_slice(LENGTH_OUT_OF_RANGE);
+                                out.extend_from_slice(part);
+                                i += part.len();
+                                continue;
+                            }
                         }
                     }
                     part.len()
@@ -173,29 +187,34 @@ fn keep(line: &mut Vec<u8>, overflow: &mut bool, part: &[u8]) {
     line.extend_from_slice(&part[..part.len().min(room)]);
 }
 
-/// Notes what a header field says about the body's framing.
-fn note_field(framing: &mut Framing, field: &[u8], overflow: bool) {
+/// Notes what a header field says about the body's framing; true for a `Content-Length` that
+/// is a number out of range.
+fn note_field(framing: &mut Framing, field: &[u8], overflow: bool) -> bool {
     if matches!(field.first(), Some(b' ' | b'\t')) {
         // An obsolete folded line (hyper refuses these; nothing to model).
         framing.unsure = true;
-        return;
+        return false;
     }
     let Some(colon) = field.iter().position(|&b| b == b':') else {
-        return;
+        return false;
     };
     let (name, value) = (&field[..colon], field[colon + 1..].trim_ascii());
     if name.eq_ignore_ascii_case(b"content-length") {
-        let length = std::str::from_utf8(value).ok().filter(|v| v.bytes().all(|b| b.is_ascii_digit()));
-        match (overflow, framing.content_length, length.and_then(|v| v.parse::<u64>().ok())) {
+        let digits = std::str::from_utf8(value).ok().filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+        // hyper takes at most u64::MAX - 2 (it keeps two values for its own use).
+        let length = digits.and_then(|v| v.parse::<u64>().ok()).filter(|&n| n <= u64::MAX - 2);
+        match (overflow, framing.content_length, length) {
             (false, None, Some(length)) => framing.content_length = Some(length),
             _ => framing.unsure = true,
         }
+        return digits.is_some() && length.is_none();
     } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
         if overflow || framing.chunked || !value.eq_ignore_ascii_case(b"chunked") {
             framing.unsure = true;
         }
         framing.chunked = true;
     }
+    false
 }
 
 /// Where the bytes after a head belong (RFC 9112 §6.3: chunked wins over a length).
@@ -426,6 +445,18 @@ mod tests {
             let mut input = head.to_vec();
             input.extend_from_slice(b"abcGET /\xff HTTP/1.1\r\n\r\n");
             assert_eq!(through(&input, 5).expect("no checks once aside"), input, "{:?}", String::from_utf8_lossy(head));
+        }
+    }
+
+    #[test]
+    fn a_length_beyond_any_body_gets_an_invalid_second_value() {
+        for (length, out_of_range) in
+            [("18446744073709551615", true), ("99999999999999999999999", true), ("18446744073709551613", false)]
+        {
+            let head = format!("POST / HTTP/1.1\r\nContent-Length: {length}\r\nHost: h\r\n\r\n");
+            let fed = through(head.as_bytes(), head.len()).expect("no chunked framing");
+            let marked = head.replacen("\r\nContent-Length", "\r\nContent-Length: out-of-range\r\nContent-Length", 1);
+            assert_eq!(fed, if out_of_range { marked.into_bytes() } else { head.into_bytes() }, "{length}");
         }
     }
 
