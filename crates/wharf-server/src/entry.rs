@@ -30,7 +30,11 @@ pub(crate) fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             return 2;
         }
     };
-    if let Err(message) = logging::init(config) {
+    let worker_id = match &role {
+        Role::Worker(handoff) => Some(handoff.worker_id),
+        Role::Supervisor | Role::Zygote(_) => None,
+    };
+    if let Err(message) = logging::init(config, worker_id) {
         eprintln!("wharf: error: {message}");
         return 2;
     }

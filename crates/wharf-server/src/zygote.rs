@@ -22,6 +22,7 @@ use pyo3::prelude::*;
 
 use crate::config::Config;
 use crate::error::StartError;
+use crate::observe::{Started, logging};
 use crate::process::{Handoff, ZygoteMessage, parse_request, recv_packet, send_message};
 use crate::{worker, wsgi};
 
@@ -45,9 +46,11 @@ pub(crate) fn serve_zygote(py: Python<'_>, config: &Config, link: OwnedFd) -> Re
     let reaper = Reaper::install().map_err(StartError::Runtime)?;
     match serve_forks(py, &link, &reaper) {
         Ok(Some(handoff)) => {
+            let started = Started::now();
+            logging::tag_worker(handoff.worker_id);
             reaper.uninstall();
             drop(link);
-            worker::serve_app(py, config, handoff, app)
+            worker::serve_app(py, config, handoff, app, started)
         }
         Ok(None) => Ok(0),
         Err(err) => {
