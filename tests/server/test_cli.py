@@ -154,7 +154,7 @@ def test_gunicorn_habits_get_a_targeted_message():
         assert "similar argument" not in result.stderr
     assert "TLS" in results["--certfile"].stderr
     assert "systemd" in results["--daemon"].stderr
-    assert "--check-config" in results["--preload"].stderr
+    assert "--no-preload" in results["--preload"].stderr
     assert "use --timeout" in results["-t"].stderr
 
 

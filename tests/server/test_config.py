@@ -72,7 +72,7 @@ def test_config_errors_name_the_key_and_the_file(tmp_path):
     cases = [
         ("theads = 4\n", "unknown key `theads`; known keys: access-log"),
         ("max_requests = 10\n", "unknown key `max_requests`; did you mean `max-requests`?"),
-        ("preload = true\n", "unknown key `preload`: the supervisor never imports the app"),
+        ("preload = true\n", "unknown key `preload`: wharf already imports the app once and forks"),
         ("threads = 0\n", "`threads`: invalid value '0' for '--threads <THREADS>'"),
         ("threads = [1]\n", "`threads` must be a string or a number"),
         ("reload = 1\n", "`reload` must be true or false"),

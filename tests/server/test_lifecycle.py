@@ -54,12 +54,18 @@ class Load:
             t.join(30)
 
 
+# The tests that exercise worker replacement run with both ways of starting workers: forked
+# from the zygote (the default) and as fresh processes.
+MODES = pytest.mark.parametrize("mode", [(), ("--no-preload",)], ids=["fork", "fresh"])
+
+
 def worker_pids(server: WharfProcess) -> list[int]:
     return [int(p) for p in re.findall(r"started worker worker=\d+ pid=(\d+)", server.log())]
 
 
-def test_killed_worker_is_replaced_under_load(wharf):
-    server = wharf("lifecycle_app:app", "--workers", "2", "--threads", "2")
+@MODES
+def test_killed_worker_is_replaced_under_load(wharf, mode):
+    server = wharf("lifecycle_app:app", "--workers", "2", "--threads", "2", *mode)
     load = Load(server.url, clients=4)
     try:
         load.wait_ok(200)
@@ -76,8 +82,9 @@ def test_killed_worker_is_replaced_under_load(wharf):
     assert victim not in {int(requests.get(server.url, timeout=10).text.split()[1]) for _ in range(20)}
 
 
-def test_max_requests_recycles_without_errors(wharf):
-    server = wharf("lifecycle_app:app", "--workers", "2", "--max-requests", "300", "--max-requests-jitter", "50")
+@MODES
+def test_max_requests_recycles_without_errors(wharf, mode):
+    server = wharf("lifecycle_app:app", "--workers", "2", "--max-requests", "300", "--max-requests-jitter", "50", *mode)
     load = Load(server.url, clients=4)
     try:
         wait_for(lambda: server.log().count("draining worker (max_requests)") >= 3, timeout=60)
@@ -108,9 +115,10 @@ def test_a_draining_worker_answers_the_next_request_on_an_idle_connection(wharf)
         assert body == f"v1 {body.split()[1].decode()}".encode()
 
 
-def test_sigterm_finishes_in_flight_request_and_exits_zero(wharf, tmp_path):
+@MODES
+def test_sigterm_finishes_in_flight_request_and_exits_zero(wharf, tmp_path, mode):
     admin = free_port()
-    server = wharf("lifecycle_app:app", "--admin-bind", f"127.0.0.1:{admin}")
+    server = wharf("lifecycle_app:app", "--admin-bind", f"127.0.0.1:{admin}", *mode)
     assert requests.get(f"http://127.0.0.1:{admin}/readyz", timeout=5).status_code == 200
     gate = tmp_path / "gate"
     result = {}
@@ -136,12 +144,13 @@ def test_sigterm_finishes_in_flight_request_and_exits_zero(wharf, tmp_path):
     assert time.monotonic() - started < 30
 
 
-def test_sighup_reloads_changed_code_without_errors(wharf, tmp_path):
+@MODES
+def test_sighup_reloads_changed_code_without_errors(wharf, tmp_path, mode):
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     source = (APPS_DIR / "lifecycle_app.py").read_text()
     (app_dir / "hot.py").write_text(source)
-    server = wharf("hot:app", "--workers", "2", "--chdir", str(app_dir))
+    server = wharf("hot:app", "--workers", "2", "--chdir", str(app_dir), *mode)
     load = Load(server.url, clients=3)
     try:
         load.wait_ok(100)
@@ -156,8 +165,9 @@ def test_sighup_reloads_changed_code_without_errors(wharf, tmp_path):
     assert all(requests.get(server.url, timeout=5).text.startswith("v2") for _ in range(10))
 
 
-def test_request_timeout_answers_504_and_replaces_worker(wharf):
-    server = wharf("lifecycle_app:app", "--timeout", "1", "--graceful-timeout", "3")
+@MODES
+def test_request_timeout_answers_504_and_replaces_worker(wharf, mode):
+    server = wharf("lifecycle_app:app", "--timeout", "1", "--graceful-timeout", "3", *mode)
     first_pid = int(requests.get(server.url, timeout=5).text.split()[1])
     resp = requests.get(server.url + "/sleep?s=10", timeout=20)
     assert resp.status_code == 504
@@ -178,13 +188,14 @@ def test_request_timeout_answers_504_and_replaces_worker(wharf):
         os.kill(first_pid, 0)
 
 
-def test_import_error_exits_without_crash_loop(tmp_path):
+@MODES
+def test_import_error_exits_without_crash_loop(tmp_path, mode):
     started = time.monotonic()
     import subprocess
     from conftest import wharf_command
 
     result = subprocess.run(
-        [*wharf_command(), "--bind", "127.0.0.1:0", "--workers", "3", "--chdir", str(APPS_DIR), "broken_import:app"],
+        [*wharf_command(), "--bind", "127.0.0.1:0", "--workers", "3", "--chdir", str(APPS_DIR), *mode, "broken_import:app"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -192,6 +203,7 @@ def test_import_error_exits_without_crash_loop(tmp_path):
     assert result.returncode == 3
     assert "ZeroDivisionError: division by zero" in result.stderr
     assert result.stderr.count("started worker") <= 3, "no restart loop after an import error"
+    assert result.stderr.count("started zygote") <= 1
     assert time.monotonic() - started < 30
 
 
@@ -223,12 +235,13 @@ def test_ttin_ttou_change_worker_count(wharf):
     assert requests.get(server.url, timeout=5).status_code == 200
 
 
-def test_reload_restarts_on_source_change(wharf, tmp_path):
+@MODES
+def test_reload_restarts_on_source_change(wharf, tmp_path, mode):
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     source = (APPS_DIR / "lifecycle_app.py").read_text()
     (app_dir / "dev.py").write_text(source)
-    server = wharf("dev:app", "--reload", "--chdir", str(app_dir))
+    server = wharf("dev:app", "--reload", "--chdir", str(app_dir), *mode)
     assert requests.get(server.url, timeout=5).text.startswith("v1")
     time.sleep(1.1)  # mtime granularity: the edit must be visibly newer than the first scan
     (app_dir / "dev.py").write_text(source.replace('VERSION = "v1"', 'VERSION = "v3"'))
@@ -246,7 +259,8 @@ def test_forwarded_headers_trusted_only_from_allowed_peers(wharf):
     assert text == f"127.0.0.1|http|127.0.0.1:{strict.port}|127.0.0.1"
 
 
-def test_ctrl_c_to_the_whole_process_group_drains_cleanly(tmp_path):
+@MODES
+def test_ctrl_c_to_the_whole_process_group_drains_cleanly(tmp_path, mode):
     """A terminal sends SIGINT to every process of the group: only the supervisor acts."""
     import subprocess
 
@@ -255,7 +269,7 @@ def test_ctrl_c_to_the_whole_process_group_drains_cleanly(tmp_path):
     log = tmp_path / "log"
     with open(log, "wb") as err:
         proc = subprocess.Popen(
-            [*wharf_command(), "--bind", "127.0.0.1:0", "--workers", "2", "--chdir", str(APPS_DIR), "lifecycle_app:app"],
+            [*wharf_command(), "--bind", "127.0.0.1:0", "--workers", "2", "--chdir", str(APPS_DIR), *mode, "lifecycle_app:app"],
             stderr=err,
             start_new_session=True,
         )
@@ -297,7 +311,8 @@ def test_a_second_sigterm_ends_the_shutdown_delay(wharf):
     assert server.proc.wait(20) == 0
 
 
-def test_startup_timeout_bounds_a_slow_import(tmp_path):
+@MODES
+def test_startup_timeout_bounds_a_slow_import(tmp_path, mode):
     import subprocess
 
     from conftest import wharf_command
@@ -305,7 +320,7 @@ def test_startup_timeout_bounds_a_slow_import(tmp_path):
     log = tmp_path / "wharf.log"
     with open(log, "wb") as err:
         proc = subprocess.Popen(
-            [*wharf_command(), "--bind", "127.0.0.1:0", "--chdir", str(APPS_DIR), "--startup-timeout", "1", "slow_import:app"],
+            [*wharf_command(), "--bind", "127.0.0.1:0", "--chdir", str(APPS_DIR), "--startup-timeout", "1", *mode, "slow_import:app"],
             stderr=err,
             env={**{k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}, "SLOW_IMPORT_SECONDS": "20"},
         )

@@ -184,6 +184,11 @@ pub(crate) struct Config {
     #[arg(long, env = "WHARF_FORWARDED_ALLOW_IPS", default_value = "127.0.0.1,::1,unix", value_parser = parse_trusted)]
     pub(crate) forwarded_allow_ips: TrustedProxies,
 
+    /// Start every worker as a fresh process that imports the app itself, instead of forking
+    /// workers from a zygote that imported it once (the default, where it is safe).
+    #[arg(long, env = "WHARF_NO_PRELOAD")]
+    pub(crate) no_preload: bool,
+
     /// Development: restart workers when a .py file under the working directory changes.
     #[arg(long, env = "WHARF_RELOAD")]
     pub(crate) reload: bool,

@@ -88,9 +88,8 @@ const HABITS: &[(&[&str], &str)] = &[
     ),
     (
         &["--preload"],
-        "the supervisor never imports the app and every worker imports it in a \
-                      fresh process (no fork), so there is nothing to share; --check-config \
-                      imports it once to catch errors before starting",
+        "wharf already imports the app once and forks the workers from it, \
+                      whenever that is safe (--no-preload turns it off)",
     ),
     (&["-u", "--user", "-g", "--group", "-m", "--umask", "--initgroups"], USER),
     (
@@ -199,7 +198,7 @@ mod tests {
     fn spellings_and_values_are_recognised() {
         assert_eq!(habit("--certfile=/etc/tls.pem"), Some(TLS));
         assert_eq!(habit("-k"), Some(WORKER_MODEL));
-        assert!(habit("--preload").is_some_and(|why| why.contains("--check-config")));
+        assert!(habit("--preload").is_some_and(|why| why.contains("--no-preload")));
         assert_eq!(habit("--bind"), None);
         assert_eq!(habit("--reload"), None);
     }

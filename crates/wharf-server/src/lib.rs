@@ -11,6 +11,7 @@
 //! app_name.rs   the `module:attribute` rule, shared with the operator's CRD
 //! error.rs      errors that end the process, with their exit codes
 //! worker.rs     a worker process: assemble, run, finish
+//! zygote.rs     the zygote process: import the app once, fork workers from it
 //! operator_flags.rs  (test) the operator's rendered command lines parse
 //! process/      the supervisor side: supervisor, control channel (both halves), socket
 //!               handoff, health, admin listener, metrics scrape, reload
@@ -44,6 +45,7 @@ mod preflight;
 mod process;
 mod worker;
 mod wsgi;
+mod zygote;
 
 use pyo3::prelude::*;
 

@@ -25,11 +25,25 @@ use crate::observe::{Snapshot, Started, Tracing, WorkerMetrics};
 use crate::process::{ControlClient, Handoff, WorkerMessage};
 use crate::wsgi::{self, AppContext, EnvironSettings, EnvironTemplate, ErrorStream, FileWrapper, Pool, WsgiInput};
 
-/// Runs this process as worker `handoff.worker_id`; returns the process exit code.
+/// Runs this process as worker `handoff.worker_id`, started fresh: imports the app, then
+/// serves it; returns the process exit code.
 pub(crate) fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32, StartError> {
     let started = Started::now();
     limit_malloc_arenas();
-    let worker = Worker::assemble(py, config, &handoff)?;
+    let app = wsgi::load_app(py, config)?;
+    serve_app(py, config, handoff, app, started)
+}
+
+/// Runs this process as worker `handoff.worker_id` serving `app` (already imported: here, or
+/// in the zygote this process was forked from, at `started`); returns the process exit code.
+pub(crate) fn serve_app(
+    py: Python<'_>,
+    config: &Config,
+    handoff: Handoff,
+    app: Py<PyAny>,
+    started: Started,
+) -> Result<i32, StartError> {
+    let worker = Worker::assemble(py, config, &handoff, app)?;
     let (drained, runtime, pool) = worker.run(py, config, started)?;
     finish(py, drained, runtime, pool, config.graceful_timeout)
 }
@@ -48,8 +62,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn assemble(py: Python<'_>, config: &Config, handoff: &Handoff) -> Result<Worker, StartError> {
-        let app = wsgi::load_app(py, config)?;
+    fn assemble(py: Python<'_>, config: &Config, handoff: &Handoff, app: Py<PyAny>) -> Result<Worker, StartError> {
         let runtime = entry::runtime()?;
         let listeners = {
             let _entered = runtime.enter();
@@ -261,8 +274,9 @@ fn recycle_after(config: &Config) -> Option<u64> {
 /// memory in them: with dozens of Python threads building responses, a worker's RSS settles
 /// several times higher than what it holds (measured: 118 MiB vs 23 MiB serving 100 KiB
 /// streamed responses with 64 threads, same throughput). Two arenas are plenty when the GIL
-/// serialises most allocation anyway. `MALLOC_ARENA_MAX` in the environment still wins.
-fn limit_malloc_arenas() {
+/// serialises most allocation anyway. `MALLOC_ARENA_MAX` in the environment still wins. A
+/// zygote sets it before importing, and its forked workers keep the setting.
+pub(crate) fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt only adjusts allocator tuning; it is called before the Python

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io::IsTerminal;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
@@ -11,6 +12,10 @@ use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, JsonField
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{Config, LogFormat};
+
+/// This process's worker id and pid, set once it is a worker (a forked one learns its id after
+/// the subscriber was installed in its zygote).
+static TAG: OnceLock<Tag> = OnceLock::new();
 
 /// Installs the global log subscriber (stderr). A second call (tests, embedding) is a no-op.
 /// In a worker process (`worker` is its id) every line carries the worker id and the pid, so
@@ -22,18 +27,25 @@ pub(crate) fn init(config: &Config, worker: Option<u32>) -> Result<(), String> {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let tag = worker.map(|id| Tag { worker: id, pid: std::process::id() });
+    if let Some(id) = worker {
+        tag_worker(id);
+    }
     let plain = format::Format::default().with_target(false);
     let installed = match config.log_format {
-        LogFormat::Text => builder.event_format(Tagged { inner: plain, tag, json: false }).try_init(),
+        LogFormat::Text => builder.event_format(Tagged { inner: plain, json: false }).try_init(),
         LogFormat::Json => builder
             .fmt_fields(JsonFields::new())
-            .event_format(Tagged { inner: plain.json().flatten_event(true), tag, json: true })
+            .event_format(Tagged { inner: plain.json().flatten_event(true), json: true })
             .try_init(),
     };
     // Already installed by an earlier call in this process: keep that one.
     drop(installed);
     Ok(())
+}
+
+/// From now on this process's lines carry worker `id` and its pid (the first call wins).
+pub(crate) fn tag_worker(id: u32) {
+    TAG.set(Tag { worker: id, pid: std::process::id() }).ok();
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +58,6 @@ struct Tag {
 /// first two fields of a JSON object.
 struct Tagged<F> {
     inner: F,
-    tag: Option<Tag>,
     json: bool,
 }
 
@@ -57,7 +68,7 @@ where
     F: FormatEvent<S, N>,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let Some(Tag { worker, pid }) = self.tag else {
+        let Some(&Tag { worker, pid }) = TAG.get() else {
             return self.inner.format_event(ctx, writer, event);
         };
         if !self.json {

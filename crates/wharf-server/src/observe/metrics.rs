@@ -193,6 +193,14 @@ pub(crate) struct HistogramSnapshot {
 }
 
 impl HistogramSnapshot {
+    /// Counts one observation in seconds (for histograms kept outside a worker).
+    pub(crate) fn record_seconds(&mut self, value: f64) {
+        self.buckets.resize(SECONDS_BUCKETS.len() + 1, 0);
+        let idx = SECONDS_BUCKETS.iter().position(|b| value <= *b).unwrap_or(SECONDS_BUCKETS.len());
+        self.buckets[idx] += 1;
+        self.sum += value;
+    }
+
     fn add(&mut self, other: &HistogramSnapshot) {
         if self.buckets.len() < other.buckets.len() {
             self.buckets.resize(other.buckets.len(), 0);
@@ -270,6 +278,8 @@ impl Snapshot {
 pub(crate) struct ProcessStats {
     pub(crate) workers: usize,
     pub(crate) restarts: BTreeMap<&'static str, u64>,
+    /// Worker start times by how the worker was started (`fork`, `fresh`).
+    pub(crate) start_seconds: BTreeMap<&'static str, HistogramSnapshot>,
     /// Each live worker's resource usage, by worker id.
     pub(crate) resources: Vec<(u32, Resources)>,
 }
@@ -303,13 +313,26 @@ fn worker_resources(out: &mut String, workers: &[(u32, Resources)]) {
 
 fn histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], h: &HistogramSnapshot) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    histogram_series(out, name, "", bounds, h);
+}
+
+/// One series of a histogram; `labels` is empty or `key="value",` (a trailing comma).
+fn histogram_series(out: &mut String, name: &str, labels: &str, bounds: &[f64], h: &HistogramSnapshot) {
     let mut cumulative = 0;
     for (i, bound) in bounds.iter().enumerate() {
         cumulative += h.buckets.get(i).copied().unwrap_or(0);
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
     }
     let total: u64 = h.buckets.iter().sum();
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {}\n{name}_count {total}", h.sum);
+    let plain = match labels.trim_end_matches(',') {
+        "" => String::new(),
+        set => format!("{{{set}}}"),
+    };
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}le=\"+Inf\"}} {total}\n{name}_sum{plain} {}\n{name}_count{plain} {total}",
+        h.sum
+    );
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
@@ -370,6 +393,13 @@ pub(crate) fn render(s: &Snapshot, process: &ProcessStats) -> String {
     }
     let _ = writeln!(
         out,
+        "# HELP wharf_worker_start_seconds Time from starting a worker to it serving, by how it was started.\n# TYPE wharf_worker_start_seconds histogram"
+    );
+    for (mode, h) in &process.start_seconds {
+        histogram_series(&mut out, "wharf_worker_start_seconds", &format!("mode=\"{mode}\","), &SECONDS_BUCKETS, h);
+    }
+    let _ = writeln!(
+        out,
         "# HELP wharf_rejected_total Requests refused by the server itself, by reason.\n# TYPE wharf_rejected_total counter"
     );
     for (_, name) in REJECTIONS {
@@ -422,6 +452,9 @@ mod tests {
         assert_eq!(total.queued, 3);
         assert_eq!(total.streams_parked, 2);
         assert_eq!(total.in_flight, 0);
+        let mut forked = HistogramSnapshot::default();
+        forked.record_seconds(0.004);
+        forked.record_seconds(0.02);
         let busy = Resources {
             resident_bytes: Some(50 << 20),
             cpu_seconds: 12.5,
@@ -434,6 +467,7 @@ mod tests {
             &ProcessStats {
                 workers: 2,
                 restarts: BTreeMap::from([("crash", 1)]),
+                start_seconds: BTreeMap::from([("fork", forked)]),
                 resources: vec![(1, busy), (3, unknown_rss)],
             },
         );
@@ -449,6 +483,9 @@ mod tests {
         assert!(text.contains("wharf_request_duration_seconds_count 2\n"));
         assert!(text.contains("wharf_rejected_total{reason=\"queue_full\"} 1\n"));
         assert!(text.contains("wharf_worker_restarts_total{reason=\"crash\"} 1\n"));
+        assert!(text.contains("wharf_worker_start_seconds_bucket{mode=\"fork\",le=\"0.005\"} 1\n"));
+        assert!(text.contains("wharf_worker_start_seconds_bucket{mode=\"fork\",le=\"+Inf\"} 2\n"));
+        assert!(text.contains("wharf_worker_start_seconds_count{mode=\"fork\"} 2\n"));
         assert!(text.contains("wharf_otel_spans_dropped_total 3\n"));
         assert!(text.contains("wharf_otel_spans_failed_total 5\n"));
         assert!(text.contains("wharf_access_log_lines_dropped_total 3\n"));

@@ -6,6 +6,8 @@ mod metrics;
 mod otel;
 mod resources;
 
-pub(crate) use metrics::{ProcessStats, Rejection, Snapshot, WorkerMetrics, method_index, render as render_metrics};
+pub(crate) use metrics::{
+    HistogramSnapshot, ProcessStats, Rejection, Snapshot, WorkerMetrics, method_index, render as render_metrics,
+};
 pub(crate) use otel::{RequestSpan, Tracing};
 pub(crate) use resources::{Resources, Started};

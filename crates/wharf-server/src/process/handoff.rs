@@ -10,6 +10,9 @@ use crate::http::{Listener, SocketKind};
 /// Set by the supervisor in each worker's environment; its presence makes a process a worker.
 pub(crate) const HANDOFF_ENV: &str = "WHARF_WORKER_HANDOFF";
 
+/// Set by the supervisor in its zygote's environment: the descriptor of the zygote's channel.
+pub(crate) const ZYGOTE_ENV: &str = "WHARF_ZYGOTE";
+
 /// A listening socket owned by the supervisor and shared with every worker.
 pub(crate) struct SharedSocket {
     pub(crate) kind: SocketKind,
@@ -67,6 +70,19 @@ impl Handoff {
             Ok(value) => Handoff::decode(&value).map(Some),
             Err(_) => Ok(None),
         }
+    }
+
+    /// The zygote's channel when this process was started as the zygote. The variable is
+    /// removed, so the workers forked from here (and what the app starts) do not see it.
+    pub(crate) fn zygote_from_env() -> Result<Option<OwnedFd>, String> {
+        let Ok(value) = std::env::var(ZYGOTE_ENV) else { return Ok(None) };
+        let fd: RawFd = value
+            .parse()
+            .map_err(|_| format!("malformed {ZYGOTE_ENV}={value:?} (internal: set only by the wharf supervisor)"))?;
+        // SAFETY: called at startup, before this process starts any other thread.
+        unsafe { std::env::remove_var(ZYGOTE_ENV) };
+        // SAFETY: the supervisor passed this descriptor to this process for the zygote's channel.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     /// Adopts the inherited listening sockets; must run inside the tokio runtime.

@@ -4,7 +4,8 @@
 //! `supervisor` is the reconcile loop over workers; `control` is the channel between a worker
 //! and the supervisor (both halves); `sockets` holds the listening sockets (one
 //! set per worker slot, so the kernel spreads connections) and `handoff` passes them to workers; `admin` answers
-//! /livez, /readyz and /metrics from `health` and `scrape`; `reload` watches sources.
+//! /livez, /readyz and /metrics from `health` and `scrape`; `reload` watches sources;
+//! `zygote_link` is the channel to the zygote that forks workers (both halves).
 
 mod admin;
 mod control;
@@ -15,7 +16,9 @@ mod scrape;
 mod sockets;
 mod supervise;
 mod supervisor;
+mod zygote_link;
 
 pub(crate) use control::{ControlClient, RecycleReason, WorkerMessage};
 pub(crate) use handoff::Handoff;
 pub(crate) use supervise::supervise;
+pub(crate) use zygote_link::{ZygoteMessage, parse_request, recv_packet, send_message};

@@ -1,5 +1,6 @@
 //! Supervisor side of /metrics: asks every live worker for a fresh snapshot, adds what exited
-//! workers last reported (so counters never go backwards), and keeps restart counts.
+//! workers last reported (so counters never go backwards), and keeps restart counts and
+//! worker start times.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::control::{SupervisorMessage, WorkerChannel};
-use crate::observe::{Resources, Snapshot};
+use crate::observe::{HistogramSnapshot, Resources, Snapshot};
 
 /// The latest snapshot a worker sent, with the request sequence number it answered.
 pub(crate) type Latest = (u64, Option<Snapshot>);
@@ -23,6 +24,7 @@ struct Inner {
     live: BTreeMap<u32, Live>,
     retired: Snapshot,
     restarts: BTreeMap<&'static str, u64>,
+    start_seconds: BTreeMap<&'static str, HistogramSnapshot>,
     next_seq: u64,
 }
 
@@ -57,6 +59,15 @@ impl Scraper {
 
     pub(crate) fn restarts(&self) -> BTreeMap<&'static str, u64> {
         self.lock().restarts.clone()
+    }
+
+    /// A worker started in `mode` (`fork`, `fresh`) became ready `seconds` after it was asked for.
+    pub(crate) fn worker_started(&self, mode: &'static str, seconds: f64) {
+        self.lock().start_seconds.entry(mode).or_default().record_seconds(seconds);
+    }
+
+    pub(crate) fn start_seconds(&self) -> BTreeMap<&'static str, HistogramSnapshot> {
+        self.lock().start_seconds.clone()
     }
 
     /// The sum over all workers, asking live ones for fresh numbers (a worker that does not

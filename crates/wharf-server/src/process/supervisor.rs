@@ -1,12 +1,14 @@
-//! The supervisor: owns the listening sockets, runs `--workers` fresh worker processes,
-//! replaces the ones that die or ask to be recycled, and drains everything on SIGTERM.
+//! The supervisor: owns the listening sockets, runs `--workers` worker processes, replaces
+//! the ones that die or ask to be recycled, and drains everything on SIGTERM.
 //!
-//! It never imports the application. Its decisions are a reconcile loop: after every event
-//! (worker message, worker exit, signal, tick) it compares the workers it has with the
-//! workers it wants and acts on the difference.
+//! It never imports the application. Workers are forked by a zygote that imported it once
+//! (see `zygote`), or, with `--no-preload` or when forking is unsafe, started as fresh
+//! processes. Its decisions are a reconcile loop: after every event (worker or zygote
+//! message, process exit, signal, tick) it compares the workers (and zygote) it has with the
+//! ones it wants and acts on the difference.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -17,11 +19,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use super::control::{RecycleReason, WorkerChannel, WorkerMessage};
-use super::handoff::{HANDOFF_ENV, Handoff};
+use super::handoff::{HANDOFF_ENV, Handoff, ZYGOTE_ENV};
 use super::health::{Health, STALE_HEARTBEAT};
 use super::reload::SourceWatcher;
 use super::scrape::Scraper;
 use super::sockets::Sockets;
+use super::zygote_link::{self, ZygoteLink, ZygoteMessage};
 use crate::config::Config;
 use crate::http::SocketKind;
 
@@ -46,7 +49,12 @@ enum State {
 }
 
 struct Worker {
+    /// 0 for a forked worker until its zygote reports the pid (it is never signalled then).
     pid: i32,
+    /// The zygote generation it was forked from; `None`: a fresh process, our child.
+    zygote: Option<u32>,
+    /// Its control channel closed: it exited, or is about to.
+    closed: bool,
     /// Which set of listening sockets it accepts on (see `sockets`).
     slot: usize,
     state: State,
@@ -59,6 +67,18 @@ struct Worker {
 enum Event {
     Message(u32, WorkerMessage),
     Exited(u32, std::io::Result<ExitStatus>),
+    /// Worker `id`'s control channel closed.
+    Closed(u32),
+    Zygote(u32, ZygoteMessage),
+    ZygoteExited(u32, std::io::Result<ExitStatus>),
+}
+
+/// A zygote process, by generation: a new one starts for each reload and after a crash.
+struct Zygote {
+    pid: i32,
+    link: ZygoteLink,
+    /// `Some(started)` while it imports the app.
+    importing: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +109,16 @@ pub(crate) struct Supervisor {
     start_failures: u32,
     next_spawn_at: Instant,
     exit_code: Option<i32>,
+    /// Workers are forked from a zygote (until `--no-preload` or a fallback says otherwise).
+    preload: bool,
+    zygotes: BTreeMap<u32, Zygote>,
+    next_zygote: u32,
+    /// The zygote new workers are forked from: the newest one that imported cleanly.
+    current_zygote: Option<u32>,
+    /// A reload waits for a new zygote to import before it replaces the workers.
+    reload_pending: bool,
+    zygote_failures: u32,
+    next_zygote_at: Instant,
 }
 
 /// Signals one worker; `false` when nothing was sent.
@@ -118,8 +148,20 @@ fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
             (None, Some(sig)) => format!("signal {sig}"),
             _ => "unknown status".into(),
         },
-        Err(err) => format!("wait failed: {err}"),
+        Err(err) => err.to_string(),
     }
+}
+
+/// Reports `child`'s exit as the event `exited` makes of it.
+fn watch_exit(
+    mut child: tokio::process::Child,
+    events: mpsc::UnboundedSender<Event>,
+    exited: impl FnOnce(std::io::Result<ExitStatus>) -> Event + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let status = child.wait().await.map_err(|err| std::io::Error::other(format!("wait failed: {err}")));
+        events.send(exited(status)).ok();
+    });
 }
 
 impl Supervisor {
@@ -153,6 +195,13 @@ impl Supervisor {
             start_failures: 0,
             next_spawn_at: Instant::now(),
             exit_code: None,
+            preload: !config.no_preload,
+            zygotes: BTreeMap::new(),
+            next_zygote: 1,
+            current_zygote: None,
+            reload_pending: false,
+            zygote_failures: 0,
+            next_zygote_at: Instant::now(),
         }
     }
 
@@ -169,6 +218,8 @@ impl Supervisor {
             }
             self.reconcile();
             if self.stopping.is_some() && self.workers.is_empty() {
+                // Closing their channels tells the zygotes to exit.
+                self.zygotes.clear();
                 let code = self.exit_code.unwrap_or(0);
                 tracing::info!(code, "all workers stopped; exiting");
                 return Ok(code);
@@ -176,27 +227,64 @@ impl Supervisor {
         }
     }
 
-    /// Starts worker `next_id`: its process, a task reporting its exit, and its control channel.
+    /// Starts worker `next_id` (forked by the current zygote, else a fresh process) and its
+    /// control channel; a fresh one also gets a task reporting its exit.
     fn spawn(&mut self) -> std::io::Result<u32> {
         let id = self.next_id;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let theirs = OwnedFd::from(theirs);
         let slot = self.free_slot();
         let sockets = self.sockets.for_slot(slot).map_err(|err| std::io::Error::other(err.to_string()))?;
-        let mut child = self.start_process(id, OwnedFd::from(theirs), sockets)?;
+        let (pid, zygote) = match self.current_zygote.and_then(|z| Some((z, self.zygotes.get(&z)?))) {
+            Some((generation, zygote)) => {
+                zygote.link.fork(id, theirs.as_fd(), &sockets)?;
+                // The zygote has its copy of `theirs`; ours closes now, so EOF means the worker exited.
+                drop(theirs);
+                (0, Some(generation))
+            }
+            None => {
+                let child = self.start_process(id, theirs, sockets)?;
+                // A child not yet waited for always has a pid; 0 (never signalled) only guards the type.
+                let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+                watch_exit(child, self.events.0.clone(), move |status| Event::Exited(id, status));
+                tracing::info!(worker = id, pid, mode = %"fresh", "started worker");
+                (pid, None)
+            }
+        };
         self.next_id += 1;
-        // A child not yet waited for always has a pid; 0 (never signalled) only guards the type.
+        self.connect(id, ours)?;
+        let now = Instant::now();
+        let state = State::Starting;
+        let worker =
+            Worker { pid, zygote, closed: false, slot, state, retire: None, last_heartbeat: now, started: now };
+        self.workers.insert(id, worker);
+        Ok(id)
+    }
+
+    /// Starts a zygote (generation `next_zygote`) importing the app; workers are forked from it
+    /// once it reports the import.
+    fn spawn_zygote(&mut self) -> std::io::Result<()> {
+        let generation = self.next_zygote;
+        let (ours, theirs) = zygote_link::pair()?;
+        let fd = theirs.as_raw_fd();
+        let mut cmd = std::process::Command::new(&self.command.python);
+        cmd.arg("-m").arg("wharf").args(&self.command.args).env(ZYGOTE_ENV, fd.to_string());
+        // SAFETY: the closure only calls fcntl (async-signal-safe) on a descriptor number
+        // captured before fork; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || clear_cloexec(fd));
+        }
+        let child = tokio::process::Command::from(cmd).spawn();
+        drop(theirs);
+        let child = child?;
         let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
         let events = self.events.0.clone();
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            events.send(Event::Exited(id, status)).ok();
-        });
-        self.connect(id, ours)?;
-        tracing::info!(worker = id, pid, "started worker");
-        let now = Instant::now();
-        self.workers
-            .insert(id, Worker { pid, slot, state: State::Starting, retire: None, last_heartbeat: now, started: now });
-        Ok(id)
+        let link = ZygoteLink::start(ours, move |msg| drop(events.send(Event::Zygote(generation, msg))))?;
+        watch_exit(child, self.events.0.clone(), move |status| Event::ZygoteExited(generation, status));
+        self.next_zygote += 1;
+        tracing::info!(zygote = generation, pid, "started zygote: importing the app once, to fork workers from");
+        self.zygotes.insert(generation, Zygote { pid, link, importing: Some(Instant::now()) });
+        Ok(())
     }
 
     /// The slot a new worker takes: the first one no staying worker serves (a retiring or
@@ -243,6 +331,7 @@ impl Supervisor {
         let (latest_tx, latest) = watch::channel((0, None));
         let events = self.events.0.clone();
         let scraper = Arc::clone(&self.scraper);
+        let closed = self.events.0.clone();
         let channel = WorkerChannel::start(
             id,
             stream,
@@ -254,7 +343,10 @@ impl Supervisor {
                 msg => events.send(Event::Message(id, msg)).is_ok(),
             },
             // The worker is gone (its last metrics, if any, arrived before the end of stream).
-            move || scraper.retire(id),
+            move || {
+                scraper.retire(id);
+                closed.send(Event::Closed(id)).ok();
+            },
         )?;
         self.scraper.register(id, channel, latest);
         Ok(())
@@ -266,7 +358,7 @@ impl Supervisor {
             && !matches!(w.state, State::Draining { .. })
         {
             tracing::info!(worker = id, pid = w.pid, "draining worker ({why})");
-            send_signal(w.pid, libc::SIGTERM);
+            w.signal(libc::SIGTERM);
             w.state = State::Draining { deadline: Instant::now() + graceful };
         }
     }
@@ -282,7 +374,9 @@ impl Supervisor {
                             w.state = State::Ready;
                             self.ever_ready = true;
                             self.start_failures = 0;
-                            tracing::info!(worker = id, pid = w.pid, "worker ready");
+                            let (mode, took) = (w.mode(), w.started.elapsed());
+                            self.scraper.worker_started(mode, took.as_secs_f64());
+                            tracing::info!(worker = id, pid = w.pid, mode = %mode, took = ?took, "worker ready");
                         }
                     }
                     WorkerMessage::Heartbeat { .. } | WorkerMessage::Metrics { .. } => {}
@@ -311,7 +405,104 @@ impl Supervisor {
                     State::Starting => self.on_start_failure(id, &status, &how),
                 }
             }
+            Event::Closed(id) => {
+                let Some(w) = self.workers.get_mut(&id) else { return };
+                w.closed = true;
+                if w.zygote.is_some_and(|z| !self.zygotes.contains_key(&z)) {
+                    self.orphan_exited(id);
+                }
+            }
+            Event::Zygote(generation, msg) => self.on_zygote_message(generation, msg),
+            Event::ZygoteExited(generation, status) => self.on_zygote_exit(generation, &status),
         }
+    }
+
+    /// A forked worker whose zygote is gone (no one reports its exit status) closed its channel.
+    fn orphan_exited(&mut self, id: u32) {
+        let unknown = std::io::Error::other("exit status unknown: its zygote exited first");
+        self.on_event(Event::Exited(id, Err(unknown)));
+    }
+
+    fn on_zygote_message(&mut self, generation: u32, msg: ZygoteMessage) {
+        match msg {
+            ZygoteMessage::Imported { seconds, threads } => {
+                let Some(zygote) = self.zygotes.get_mut(&generation) else { return };
+                zygote.importing = None;
+                if !threads.is_empty() {
+                    tracing::warn!(
+                        threads = threads.join(", "),
+                        "the app started threads while it was imported; forking would copy them stopped \
+                         mid-work, so workers start as fresh processes instead (each imports the app; \
+                         --no-preload says so up front)"
+                    );
+                    self.preload = false;
+                    self.current_zygote = None;
+                    self.zygotes.remove(&generation);
+                    if std::mem::take(&mut self.reload_pending) {
+                        self.retire_all("reload");
+                    }
+                    return;
+                }
+                let took = Duration::try_from_secs_f64(seconds).unwrap_or_default();
+                tracing::info!(zygote = generation, pid = zygote.pid, took = ?took, "zygote ready");
+                self.current_zygote = Some(generation);
+                self.zygote_failures = 0;
+                if std::mem::take(&mut self.reload_pending) {
+                    self.retire_all("reload");
+                }
+            }
+            ZygoteMessage::Forked { id, pid } => {
+                let Some(w) = self.workers.get_mut(&id) else { return };
+                w.pid = pid;
+                tracing::info!(worker = id, pid, mode = %"fork", zygote = generation, "started worker");
+                if matches!(w.state, State::Draining { .. }) {
+                    w.signal(libc::SIGTERM);
+                }
+            }
+            ZygoteMessage::Exited { id, status } => self.on_event(Event::Exited(id, Ok(ExitStatus::from_raw(status)))),
+        }
+    }
+
+    fn on_zygote_exit(&mut self, generation: u32, status: &std::io::Result<ExitStatus>) {
+        let Some(zygote) = self.zygotes.remove(&generation) else { return };
+        let how = describe_exit(status);
+        if self.current_zygote == Some(generation) {
+            self.current_zygote = None;
+        }
+        // Its workers keep serving; their exits now show as their control channels closing.
+        let orphans: Vec<u32> =
+            self.workers.iter().filter(|(_, w)| w.zygote == Some(generation) && w.closed).map(|(id, _)| *id).collect();
+        for id in orphans {
+            self.orphan_exited(id);
+        }
+        if self.stopping.is_some() {
+            return;
+        }
+        if zygote.importing.is_none() && self.current_zygote.is_some() {
+            // An old zygote (before a reload) whose workers still drain: nothing forks from it.
+            tracing::warn!(zygote = generation, pid = zygote.pid, "previous zygote exited ({how})");
+            return;
+        }
+        let code = status.as_ref().ok().and_then(|s| s.code());
+        self.zygote_failures += 1;
+        if zygote.importing.is_some()
+            && !self.ever_ready
+            && (matches!(code, Some(2 | 3)) || self.zygote_failures >= MAX_START_FAILURES)
+        {
+            // As for a fresh worker: the app cannot start at all, restarting would only repeat it.
+            tracing::error!(zygote = generation, "the app failed to import ({how}); stopping");
+            self.exit_code = Some(code.filter(|c| *c != 0).unwrap_or(1));
+            self.begin_stop("startup failure");
+            return;
+        }
+        let backoff = Duration::from_millis(100 * (1 << self.zygote_failures.min(7))).min(Duration::from_secs(10));
+        let serving = if self.workers.is_empty() { "" } else { "; the workers keep serving" };
+        tracing::error!(
+            zygote = generation,
+            pid = zygote.pid,
+            "zygote exited ({how}){serving}; starting a new one in {backoff:?}"
+        );
+        self.next_zygote_at = Instant::now() + backoff;
     }
 
     fn on_start_failure(&mut self, id: u32, status: &std::io::Result<ExitStatus>, how: &str) {
@@ -338,7 +529,7 @@ impl Supervisor {
             Signal::Stop(name) if self.stopping.is_some() => {
                 tracing::warn!(signal = name, "second stop signal: killing workers now");
                 for w in self.workers.values() {
-                    send_signal(w.pid, libc::SIGKILL);
+                    w.signal(libc::SIGKILL);
                 }
                 self.exit_code.get_or_insert(1);
             }
@@ -355,7 +546,7 @@ impl Supervisor {
                 self.health.update(|h| h.draining = true);
                 self.delayed_stop = Some((name, Instant::now() + self.shutdown_delay));
             }
-            Signal::Reload => self.retire_all("reload"),
+            Signal::Reload => self.reload(),
             Signal::MoreWorkers => {
                 self.target += 1;
                 tracing::info!(workers = self.target, "SIGTTIN: one more worker");
@@ -367,6 +558,24 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// SIGHUP or a source change. With a zygote: a new one imports the new code, and only once
+    /// it did are the workers replaced (broken code leaves the old ones serving).
+    fn reload(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        if !self.preload {
+            self.retire_all("reload");
+            return;
+        }
+        tracing::info!("reload: a new zygote imports the code; the workers are replaced once it did");
+        // One still importing has older code.
+        self.kill_importing_zygotes();
+        self.reload_pending = true;
+        self.zygote_failures = 0;
+        self.next_zygote_at = Instant::now();
     }
 
     fn retire_all(&mut self, why: &'static str) {
@@ -397,6 +606,18 @@ impl Supervisor {
         for id in ids {
             self.drain(id, why);
         }
+        // A zygote that has not imported yet would only import for nothing.
+        self.kill_importing_zygotes();
+    }
+
+    /// Kills and forgets zygotes still importing (their exit is no failure then).
+    fn kill_importing_zygotes(&mut self) {
+        self.zygotes.retain(|_, zygote| {
+            if zygote.importing.is_some() {
+                send_signal(zygote.pid, libc::SIGKILL);
+            }
+            zygote.importing.is_none()
+        });
     }
 
     fn on_tick(&mut self) {
@@ -405,11 +626,11 @@ impl Supervisor {
             match w.state {
                 State::Draining { deadline } if now >= deadline => {
                     tracing::warn!(worker = id, pid = w.pid, "graceful timeout passed; killing worker");
-                    send_signal(w.pid, libc::SIGKILL);
+                    w.signal(libc::SIGKILL);
                 }
                 State::Ready if now.duration_since(w.last_heartbeat) >= HUNG_WORKER => {
                     tracing::error!(worker = id, pid = w.pid, "worker stopped heartbeating; killing it");
-                    send_signal(w.pid, libc::SIGKILL);
+                    w.signal(libc::SIGKILL);
                 }
                 State::Starting if now.duration_since(w.started) >= self.startup_timeout => {
                     tracing::error!(
@@ -418,9 +639,20 @@ impl Supervisor {
                         "worker not ready within --startup-timeout ({:?}); killing it (raise --startup-timeout for apps that import slowly)",
                         self.startup_timeout
                     );
-                    send_signal(w.pid, libc::SIGKILL);
+                    w.signal(libc::SIGKILL);
                 }
                 _ => {}
+            }
+        }
+        for (generation, zygote) in &self.zygotes {
+            if zygote.importing.is_some_and(|started| now.duration_since(started) >= self.startup_timeout) {
+                tracing::error!(
+                    zygote = generation,
+                    pid = zygote.pid,
+                    "zygote not ready within --startup-timeout ({:?}); killing it (raise --startup-timeout for apps that import slowly)",
+                    self.startup_timeout
+                );
+                send_signal(zygote.pid, libc::SIGKILL);
             }
         }
         if let Some((name, _)) = self.delayed_stop.filter(|(_, at)| now >= *at) {
@@ -429,7 +661,7 @@ impl Supervisor {
         }
         if self.watcher.as_mut().is_some_and(SourceWatcher::changed) {
             tracing::info!("source change detected");
-            self.retire_all("reload");
+            self.reload();
         }
     }
 
@@ -449,10 +681,13 @@ impl Supervisor {
         if self.stopping.is_some() {
             return;
         }
+        self.reconcile_zygotes(now);
         let target = self.target as usize;
         let keep = |w: &Worker| w.retire.is_none() && !matches!(w.state, State::Draining { .. });
         let kept = self.workers.values().filter(|w| keep(w)).count();
-        if kept < target && now >= self.next_spawn_at {
+        // With a zygote, workers wait for it to import.
+        let can_spawn = !self.preload || self.current_zygote.is_some();
+        if kept < target && now >= self.next_spawn_at && can_spawn {
             for _ in kept..target {
                 if let Err(err) = self.spawn() {
                     tracing::error!("cannot start a worker: {err}");
@@ -491,6 +726,48 @@ impl Supervisor {
         {
             self.sockets.close_last_slot();
         }
+    }
+}
+
+impl Supervisor {
+    /// Starts a zygote when one is wanted (none to fork from yet, or a reload waits for one)
+    /// and lets go of old ones no worker came from anymore.
+    fn reconcile_zygotes(&mut self, now: Instant) {
+        let importing = self.zygotes.values().any(|z| z.importing.is_some());
+        let wanted = self.preload && (self.current_zygote.is_none() || self.reload_pending);
+        if wanted
+            && !importing
+            && now >= self.next_zygote_at
+            && let Err(err) = self.spawn_zygote()
+        {
+            tracing::warn!("cannot start a zygote ({err}); workers start as fresh processes instead");
+            self.preload = false;
+            if std::mem::take(&mut self.reload_pending) {
+                self.retire_all("reload");
+            }
+        }
+        let workers = &self.workers;
+        let current = self.current_zygote;
+        // Dropping a zygote closes its channel: it exits. One with workers still reports their exits.
+        self.zygotes.retain(|generation, zygote| {
+            zygote.importing.is_some()
+                || current == Some(*generation)
+                || workers.values().any(|w| w.zygote == Some(*generation))
+        });
+    }
+}
+
+impl Worker {
+    /// Signals the worker, once its pid is known (a forked one's arrives with `Forked`).
+    fn signal(&self, sig: libc::c_int) {
+        if self.pid != 0 {
+            send_signal(self.pid, sig);
+        }
+    }
+
+    /// How it was started, for logs and `wharf_worker_start_seconds`.
+    fn mode(&self) -> &'static str {
+        if self.zygote.is_some() { "fork" } else { "fresh" }
     }
 }
 
