@@ -7,18 +7,21 @@
 //! encoded is a 5-byte frame and a `grpc-status` check, and hyper's HTTP/2 client is already in
 //! use for it.
 
+#[cfg(feature = "otlp-tls")]
 use std::path::Path;
+#[cfg(feature = "otlp-tls")]
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, Full};
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+#[cfg(feature = "otlp-tls")]
 use rustls::pki_types::pem::PemObject as _;
+#[cfg(feature = "otlp-tls")]
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::settings::{ExporterSettings, Protocol};
@@ -40,8 +43,13 @@ pub(super) enum SendError {
     Grpc { endpoint: String, code: String, message: String },
 }
 
+#[cfg(feature = "otlp-tls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "otlp-tls"))]
+type Connector = HttpConnector;
+
 pub(super) struct Transport {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     protocol: Protocol,
     uri: Uri,
     endpoint: String,
@@ -74,12 +82,7 @@ impl Transport {
             let value = HeaderValue::from_str(value).map_err(|e| setup(format!("header {name}: {e}")))?;
             headers.append(name, value);
         }
-        let tls = tls_config(settings)?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
-        let connector = match settings.protocol {
-            Protocol::HttpProtobuf => connector.enable_http1().build(),
-            Protocol::Grpc => connector.enable_http2().build(),
-        };
+        let connector = connector(settings, &uri)?;
         let client =
             Client::builder(TokioExecutor::new()).http2_only(settings.protocol == Protocol::Grpc).build(connector);
         Ok(Transport { client, protocol: settings.protocol, uri, endpoint, headers, timeout: settings.timeout })
@@ -156,6 +159,27 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+#[cfg(feature = "otlp-tls")]
+fn connector(settings: &ExporterSettings, _uri: &Uri) -> Result<Connector, SendError> {
+    let tls = tls_config(settings)?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+    Ok(match settings.protocol {
+        Protocol::HttpProtobuf => connector.enable_http1().build(),
+        Protocol::Grpc => connector.enable_http2().build(),
+    })
+}
+
+#[cfg(not(feature = "otlp-tls"))]
+fn connector(_settings: &ExporterSettings, uri: &Uri) -> Result<Connector, SendError> {
+    if uri.scheme_str() == Some("https") {
+        return Err(SendError::Setup(
+            "this wharf was built without TLS (the otlp-tls Cargo feature): use an http:// endpoint".to_owned(),
+        ));
+    }
+    Ok(HttpConnector::new())
+}
+
+#[cfg(feature = "otlp-tls")]
 fn tls_config(settings: &ExporterSettings) -> Result<rustls::ClientConfig, SendError> {
     let mut roots = rustls::RootCertStore::empty();
     match &settings.certificate {
@@ -191,6 +215,7 @@ fn tls_config(settings: &ExporterSettings) -> Result<rustls::ClientConfig, SendE
     }
 }
 
+#[cfg(feature = "otlp-tls")]
 fn pem_certificates(path: &Path, var: &str) -> Result<Vec<CertificateDer<'static>>, SendError> {
     let error = |e: &dyn std::fmt::Display| SendError::Setup(format!("{var} {}: {e}", path.display()));
     let certs = CertificateDer::pem_file_iter(path)
