@@ -319,6 +319,17 @@ def test_limit_request_body_with_content_length_gives_413(wharf):
     assert status_of(big) == 413
 
 
+@pytest.mark.parametrize("length", ["18446744073709551615", "18446744073709551614", "99999999999999999999999"])
+def test_a_content_length_beyond_any_body_is_a_bad_request(wharf, length):
+    """hyper refuses a length it cannot represent as a head too large (431); it is a
+    malformed request (400), and a length that fits still reaches the body limit check."""
+    server = wharf("http_apps:echo")
+    assert status_of(raw_request(server, f"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n\r\n".encode())) == 400
+    limited = wharf("http_apps:echo", "--limit-request-body", "100")
+    fits = raw_request(limited, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 18446744073709551613\r\n\r\n")
+    assert status_of(fits) == 413
+
+
 def test_limit_request_body_with_chunked_body_gives_413(wharf):
     server = wharf("http_apps:echo", "--limit-request-body", "100")
     ok = raw_request(

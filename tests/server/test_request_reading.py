@@ -41,6 +41,51 @@ def test_query_string_is_latin1_decoded_bytes(environ_server):
     assert env["RAW_URI"].encode("latin-1") == b"/p?q=\xe2\x82\xac&e=%E2%82%AC"
 
 
+def test_every_high_byte_in_a_target_reaches_the_app_as_sent(environ_server):
+    """RFC 9112 leaves raw bytes 0x80-0xFF to the server; curl sends them as typed and nginx
+    forwards them as they came. Each one reaches PATH_INFO, QUERY_STRING and RAW_URI as its
+    latin-1 character, on one keep-alive connection whose requests carry bodies in between (a
+    request line is only ever recognised where one starts)."""
+    with environ_server.connect() as sock:
+        buf = bytearray()
+        for byte in range(0x80, 0x100):
+            raw = bytes([byte])
+            body = b"\xff\r\nGET /\xfe HTTP/1.1\r\n"
+            sock.sendall(b"POST /p" + raw + b"?q=" + raw + b" HTTP/1.1\r\nHost: t\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            status, _, response, buf = read_response(sock, buf)
+            assert status == 200, (hex(byte), response)
+            env = {key: value[1] for key, value in json.loads(response).items() if isinstance(value, list)}
+            assert env["PATH_INFO"].encode("latin-1") == b"/p" + raw, hex(byte)
+            assert env["QUERY_STRING"].encode("latin-1") == b"q=" + raw, hex(byte)
+            assert env["RAW_URI"].encode("latin-1") == b"/p" + raw + b"?q=" + raw, hex(byte)
+        # Percent-decoding applies to the raw bytes too, and mixes with them.
+        sock.sendall(b"GET /caf\xc3\xa9/%C3%A9\xff HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, _, response, buf = read_response(sock, buf)
+        env = {key: value[1] for key, value in json.loads(response).items() if isinstance(value, list)}
+        assert env["PATH_INFO"].encode("latin-1") == b"/caf\xc3\xa9/\xc3\xa9\xff"
+
+
+@pytest.mark.parametrize("size_line", [b"5;a\x00b", b"5 ", b"5;", b"5;a=", b"5;a=\"x\x01\"", b"5\x00"])
+def test_chunk_size_lines_outside_rfc_9112_are_refused(environ_server, size_line):
+    """RFC 9112 §7.1: `1*HEXDIG [ BWS ";" name [ "=" value ] ]...`: no control characters in
+    extensions, no space that no `;` follows. hyper's decoder lets these through."""
+    with environ_server.connect() as sock:
+        sock.sendall(b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + size_line + b"\r\nhello\r\n0\r\n\r\n")
+        response = recv_until_closed(sock)
+    assert response.startswith(b"HTTP/1.1 400 "), response[:200]
+
+
+@pytest.mark.parametrize("size_line", [b"5", b"5;a", b"5 ;a=b", b"5;a=\"x y\";b=c", b"0005"])
+def test_valid_chunk_extensions_are_accepted(environ_server, size_line):
+    with environ_server.connect() as sock:
+        sock.sendall(b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + size_line + b"\r\nhello\r\n0\r\n\r\n")
+        status, _, _, _ = read_response(sock)
+    assert status == 200
+
+
 def test_asterisk_form_is_for_options_only(environ_server):
     assert status_of(environ_server, b"GET * HTTP/1.1\r\nHost: t\r\n\r\n") == 400
     assert status_of(environ_server, b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n") == 200

@@ -188,6 +188,12 @@ pub(crate) struct Config {
     #[arg(long, env = "WHARF_RELOAD")]
     pub(crate) reload: bool,
 
+    /// Keep a streamed response on its Python thread while its client is not reading (by
+    /// default the thread serves others meanwhile, and the response goes on later on any
+    /// thread): for generators that need their thread's `threading.local` state.
+    #[arg(long, env = "WHARF_PIN_STREAMS")]
+    pub(crate) pin_streams: bool,
+
     /// Seconds a client may stall while the app reads the request body or while a response
     /// waits to be written; then the connection is dropped.
     #[arg(long, env = "WHARF_IO_TIMEOUT", default_value = "60", value_parser = parse_seconds)]

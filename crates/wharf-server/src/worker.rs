@@ -82,6 +82,7 @@ impl Worker {
             metrics: Arc::clone(&metrics),
             log_query: config.log_query,
             errors,
+            release_slow_streams: !config.pin_streams,
         });
         let watchdog = config.request_timeout().map(|t| Arc::new(Watchdog::new(t, config.threads as usize)));
         let pool = Pool::start(ctx, config.threads, config.queue_size, watchdog.clone())?;

@@ -10,9 +10,21 @@ use hyper::ext::ReasonPhrase;
 use tokio::sync::oneshot;
 
 use super::client::Client;
-use super::pipe::Pipe;
+use super::pipe::{PipeReader, Resume};
 use super::request_body::SharedBody;
 use super::stamp::Stamp;
+
+/// What a Python thread takes from the queue.
+// A request travels by value as it did before resumptions existed: boxing it would cost an
+// allocation per request for the sake of a rare variant.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Work {
+    /// A request to serve.
+    Request(Job),
+    /// A streamed response that gave its thread back while its client was not reading, to
+    /// go on now that the client has room (or is gone).
+    Resume(Resume),
+}
 
 /// One request waiting for (or being served by) a Python thread.
 pub(crate) struct Job {
@@ -57,5 +69,5 @@ pub(crate) enum ReplyBody {
     /// The whole body is known (a list response, an error page, or an empty body).
     Full(Bytes),
     /// Chunks arrive through the pipe until the producer closes it.
-    Stream(Arc<Pipe>),
+    Stream(PipeReader),
 }

@@ -6,6 +6,11 @@
 //! allocation per chunk, and wakes the other side only when it is actually waiting. The
 //! producer waits (the caller releases the GIL) once the buffer holds `LIMIT` bytes, so a
 //! slow client bounds memory instead of growing it.
+//!
+//! Or, instead of waiting, the producer parks a [`Resume`] and gives its thread back: the
+//! consumer runs it once the buffer has room again or the consumer is gone, whichever comes
+//! first, exactly once. A response iterator uses that, so clients that stop reading cannot
+//! hold Python threads.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -38,7 +43,12 @@ struct State {
     consumer_gone: bool,
     consumer: Option<Waker>,
     producer: Option<Waker>,
+    /// A parked producer: run when there is room or the consumer is gone.
+    parked: Option<Resume>,
 }
+
+/// What continues a parked producer; it must not block (it runs on the consumer's thread).
+pub(crate) type Resume = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
 pub(crate) struct Pipe {
@@ -139,7 +149,7 @@ impl Pipe {
     }
 
     /// Consumer side: everything produced so far, the end, or `Pending`.
-    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Taken> {
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Taken> {
         let mut state = self.lock();
         let data = match state.queued.pop_front() {
             Some(piece) => Some(piece),
@@ -148,10 +158,14 @@ impl Pipe {
         };
         if let Some(data) = data {
             state.buffered -= data.len();
-            let wake = if state.buffered < LIMIT { state.producer.take() } else { None };
+            let (wake, resume) =
+                if state.buffered < LIMIT { (state.producer.take(), state.parked.take()) } else { (None, None) };
             drop(state);
             if let Some(waker) = wake {
                 waker.wake();
+            }
+            if let Some(resume) = resume {
+                resume();
             }
             return Poll::Ready(Taken::Data(data));
         }
@@ -162,17 +176,56 @@ impl Pipe {
         Poll::Pending
     }
 
-    /// Consumer side: stop; a waiting producer learns it at once.
-    pub(crate) fn consumer_gone(&self) {
+    /// Parks the producer instead of waiting for room: `resume` runs once the buffer has room
+    /// or the consumer is gone. Handed back when that is the case already.
+    pub(crate) fn park(&self, resume: Resume) -> Result<(), Resume> {
+        let mut state = self.lock();
+        if state.consumer_gone || state.buffered < LIMIT {
+            return Err(resume);
+        }
+        state.parked = Some(resume);
+        Ok(())
+    }
+
+    /// Consumer side: stop; a waiting or parked producer learns it at once.
+    fn consumer_gone(&self) {
         let mut state = self.lock();
         state.consumer_gone = true;
         state.queued.clear();
         state.tail.clear();
+        // Not full any more: a producer that checks before its next chunk must go on to learn
+        // that nobody reads (else a parked one would park again, for ever).
+        state.buffered = 0;
         let wake = state.producer.take();
+        let resume = state.parked.take();
         drop(state);
         if let Some(waker) = wake {
             waker.wake();
         }
+        if let Some(resume) = resume {
+            resume();
+        }
+    }
+}
+
+/// The consumer's end: however it is dropped (response done, connection closed, a reply
+/// nobody took), the producer learns that nobody reads any more.
+/// (std's `Arc` even under loom: the models drive `Pipe` itself.)
+pub(crate) struct PipeReader(std::sync::Arc<Pipe>);
+
+impl PipeReader {
+    pub(crate) fn new(pipe: std::sync::Arc<Pipe>) -> Self {
+        PipeReader(pipe)
+    }
+
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Taken> {
+        self.0.poll_take(cx)
+    }
+}
+
+impl Drop for PipeReader {
+    fn drop(&mut self) {
+        self.0.consumer_gone();
     }
 }
 
@@ -243,6 +296,41 @@ mod tests {
         assert_eq!(waited, Ok(Ok(())));
         assert!(matches!(consumer.join().ok(), Some(Poll::Ready(Taken::Data(_)))));
     }
+
+    #[test]
+    fn a_parked_producer_resumes_once_when_room_appears() {
+        let pipe = Pipe::default();
+        let resumed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = || {
+            let resumed = Arc::clone(&resumed);
+            Box::new(move || {
+                resumed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }) as Resume
+        };
+        // Room now: handed back, nothing runs.
+        assert!(pipe.park(count()).is_err());
+        pipe.push(&vec![0u8; LIMIT]).expect("open");
+        assert!(pipe.park(count()).is_ok());
+        assert_eq!(resumed.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(matches!(take(&pipe), Poll::Ready(Taken::Data(_))));
+        assert_eq!(resumed.load(std::sync::atomic::Ordering::SeqCst), 1);
+        pipe.push(&vec![0u8; LIMIT]).expect("open");
+        assert!(pipe.park(count()).is_ok());
+        // The reader goes away: the parked producer runs, to learn it.
+        pipe.consumer_gone();
+        assert_eq!(resumed.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(!pipe.is_full());
+        assert!(pipe.park(count()).is_err());
+    }
+
+    #[test]
+    fn dropping_the_reader_releases_the_producer() {
+        let pipe = Arc::new(Pipe::default());
+        let reader = PipeReader::new(Arc::clone(&pipe));
+        pipe.push(b"x").expect("open");
+        drop(reader);
+        assert_eq!(pipe.push(b"y"), Err(ConsumerGone));
+    }
 }
 
 #[cfg(all(test, loom))]
@@ -303,5 +391,64 @@ mod loom_tests {
             pipe.consumer_gone();
             assert_eq!(producer.join().ok(), Some(Err(ConsumerGone)));
         });
+    }
+
+    /// A producer that parks while the consumer drains is continued exactly once: either
+    /// `park` hands the continuation back (room came first) or the consumer runs it.
+    #[test]
+    fn a_parked_producer_is_continued_exactly_once() {
+        crate::bridge::sync::model(|| {
+            let pipe = Arc::new(Pipe::default());
+            pipe.push_bytes(Bytes::from_static(&FULL)).ok();
+            let consumer = {
+                let pipe = Arc::clone(&pipe);
+                thread::spawn(move || {
+                    let waker = futures_noop_waker();
+                    let _ = pipe.poll_take(&mut Context::from_waker(&waker));
+                })
+            };
+            let (tx, rx) = loom::sync::mpsc::channel();
+            let tx2 = tx.clone();
+            let parked = pipe.park(Box::new(move || {
+                tx2.send(()).ok();
+            }));
+            if let Err(resume) = parked {
+                resume();
+            }
+            consumer.join().ok();
+            drop(tx);
+            assert!(rx.recv().is_ok());
+            assert!(rx.try_recv().is_err());
+        });
+    }
+
+    /// Parking races the consumer going away: the continuation still runs exactly once.
+    #[test]
+    fn a_parked_producer_learns_the_consumer_is_gone() {
+        crate::bridge::sync::model(|| {
+            let pipe = Arc::new(Pipe::default());
+            pipe.push_bytes(Bytes::from_static(&FULL)).ok();
+            let consumer = {
+                let pipe = Arc::clone(&pipe);
+                thread::spawn(move || pipe.consumer_gone())
+            };
+            let (tx, rx) = loom::sync::mpsc::channel();
+            if let Err(resume) = pipe.park(Box::new(move || {
+                tx.send(()).ok();
+            })) {
+                resume();
+            }
+            consumer.join().ok();
+            assert!(rx.recv().is_ok());
+            assert_eq!(pipe.push(b"x"), Err(ConsumerGone));
+        });
+    }
+
+    fn futures_noop_waker() -> Waker {
+        struct Noop;
+        impl std::task::Wake for Noop {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        Waker::from(std::sync::Arc::new(Noop))
     }
 }

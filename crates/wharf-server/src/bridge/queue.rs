@@ -15,6 +15,10 @@
 //! wakes the next searcher, which waits for the GIL: it gets it as soon as the running
 //! thread blocks (I/O, sleep), so blocking apps still fan out over all threads. The thread
 //! woken is the one that went idle last: its stack and interpreter state are still in cache.
+//!
+//! Held items: work that left a consumer and will come back (a streamed response waiting for
+//! its client, see `Pipe::park`). They return whatever the capacity and even after `close`,
+//! and consumers stay until the last one came back and was done.
 
 use super::sync::thread::{self, Thread};
 use super::sync::{Arc, AtomicBool, Mutex, MutexGuard, Ordering};
@@ -47,6 +51,8 @@ struct State<T> {
     busy: usize,
     /// A consumer was woken (or is on its way) to look for work and has not taken an item yet.
     searching: bool,
+    /// Items held outside the queue that will be pushed back (`hold`/`resume`).
+    held: usize,
     closed: bool,
 }
 
@@ -77,6 +83,7 @@ impl<T> JobQueue<T> {
                 idle: Vec::with_capacity(consumers),
                 busy: 0,
                 searching: false,
+                held: 0,
                 closed: false,
             }),
             capacity,
@@ -108,6 +115,30 @@ impl<T> JobQueue<T> {
         Ok(())
     }
 
+    /// Notes an item that left and will come back through `resume`: until then the queue's
+    /// consumers do not leave.
+    pub(crate) fn hold(&self) {
+        self.lock().held += 1;
+    }
+
+    /// A held item comes back, ahead of nothing and refused never: it was accepted once.
+    pub(crate) fn resume(&self, item: T) {
+        let mut state = self.lock();
+        state.held = state.held.saturating_sub(1);
+        state.items.push_back(item);
+        // After `close`, the last held item back means the consumers may leave once it is
+        // taken: all of them must look.
+        let sleepers = if state.closed && state.held == 0 {
+            std::mem::take(&mut state.idle)
+        } else {
+            state.searcher().into_iter().collect()
+        };
+        drop(state);
+        for sleeper in sleepers {
+            sleeper.wake();
+        }
+    }
+
     /// Takes the next item without waiting; the caller is busy until it calls `done`.
     /// `searcher`: the caller was woken by [`JobQueue::wait`] to look for work.
     pub(crate) fn try_pop(&self, searcher: bool) -> Option<T> {
@@ -130,30 +161,39 @@ impl<T> JobQueue<T> {
     /// Waits until this consumer is asked to look for work (then it must call
     /// `try_pop(true)`); `false` once the queue is closed and empty.
     pub(crate) fn wait(&self) -> bool {
-        let sleeper = {
-            let mut state = self.lock();
-            if !state.items.is_empty() && !state.searching {
-                // Items arrived while this consumer was on its way here and nobody looks at them.
-                state.searching = true;
+        loop {
+            let sleeper = {
+                let mut state = self.lock();
+                if !state.items.is_empty() && !state.searching {
+                    // Items arrived while this consumer was on its way here and nobody looks at them.
+                    state.searching = true;
+                    return true;
+                }
+                if state.closed && (!state.items.is_empty() || state.held == 0) {
+                    return !state.items.is_empty();
+                }
+                let sleeper = Arc::new(Sleeper { thread: thread::current(), woken: AtomicBool::new(false) });
+                state.idle.push(Arc::clone(&sleeper));
+                sleeper
+            };
+            // Unparks meant for other waits on this thread (a request body, a full pipe) may end a
+            // park early; only `woken` counts.
+            while !sleeper.woken.load(Ordering::Acquire) {
+                thread::park();
+            }
+            let state = self.lock();
+            if !(state.closed && state.items.is_empty()) {
                 return true;
             }
-            if state.closed {
-                return !state.items.is_empty();
+            if state.held == 0 {
+                return false;
             }
-            let sleeper = Arc::new(Sleeper { thread: thread::current(), woken: AtomicBool::new(false) });
-            state.idle.push(Arc::clone(&sleeper));
-            sleeper
-        };
-        // Unparks meant for other waits on this thread (a request body, a full pipe) may end a
-        // park early; only `woken` counts.
-        while !sleeper.woken.load(Ordering::Acquire) {
-            thread::park();
+            // Closed, but held items will come back: wait for them.
         }
-        let state = self.lock();
-        !(state.closed && state.items.is_empty())
     }
 
-    /// Refuses new items; consumers drain what is queued and then `wait` returns `false`.
+    /// Refuses new items; consumers drain what is queued (and what is held) and then `wait`
+    /// returns `false`.
     pub(crate) fn close(&self) {
         let sleepers = {
             let mut state = self.lock();
@@ -171,10 +211,10 @@ impl<T> JobQueue<T> {
         state.busy = state.busy.saturating_sub(1);
     }
 
-    /// (items waiting, consumers busy), read together.
-    pub(crate) fn load(&self) -> (usize, usize) {
+    /// (items waiting, consumers busy, items held), read together.
+    pub(crate) fn load(&self) -> (usize, usize, usize) {
         let state = self.lock();
-        (state.items.len(), state.busy)
+        (state.items.len(), state.busy, state.held)
     }
 }
 
@@ -206,13 +246,13 @@ mod tests {
         assert_eq!(q.push(1), Ok(()));
         assert_eq!(q.push(2), Ok(()));
         assert_eq!(q.push(3), Err(PushError::Full(3)));
-        assert_eq!(q.load(), (2, 0));
+        assert_eq!(q.load(), (2, 0, 0));
         q.close();
         assert_eq!(q.push(4), Err(PushError::Closed(4)));
         let mut searcher = false;
         assert_eq!(next(&q, &mut searcher), Some(1));
         assert_eq!(q.try_pop(false), Some(2));
-        assert_eq!(q.load(), (0, 2));
+        assert_eq!(q.load(), (0, 2, 0));
         assert_eq!(next(&q, &mut searcher), None);
     }
 
@@ -406,6 +446,40 @@ mod loom_tests {
             let mut all: Vec<i32> = consumers.into_iter().flat_map(|c| c.join().unwrap_or_default()).collect();
             all.sort_unstable();
             assert_eq!(all, vec![1, 2]);
+        });
+    }
+
+    /// A held item that comes back after `close` is still served, and the consumers leave
+    /// only after it: in every interleaving of the consumer, the closer and the resumer.
+    #[test]
+    fn a_held_item_comes_back_after_close_and_is_served() {
+        crate::bridge::sync::model(|| {
+            let q = Arc::new(JobQueue::new(0, 1));
+            q.hold();
+            let consumer = {
+                let q = Arc::clone(&q);
+                thread::spawn(move || {
+                    let (mut got, mut searcher) = (Vec::new(), false);
+                    loop {
+                        if let Some(item) = q.try_pop(searcher) {
+                            searcher = false;
+                            got.push(item);
+                            q.done();
+                        } else if q.wait() {
+                            searcher = true;
+                        } else {
+                            return got;
+                        }
+                    }
+                })
+            };
+            let resumer = {
+                let q = Arc::clone(&q);
+                thread::spawn(move || q.resume(7))
+            };
+            q.close();
+            resumer.join().ok();
+            assert_eq!(consumer.join().unwrap_or_default(), vec![7]);
         });
     }
 }

@@ -42,6 +42,11 @@ impl RequestBody {
         }
     }
 
+    /// Reading ahead already failed (malformed chunked framing, or the client cut the body).
+    fn failed_ahead(&self) -> bool {
+        matches!(self.first, Some(Some(Err(_))))
+    }
+
     /// Body bytes still to come, when the request declared its length.
     pub(crate) fn remaining(&self) -> Option<u64> {
         let first = match &self.first {
@@ -122,11 +127,13 @@ impl SharedBody {
     pub(crate) fn new(body: RequestBody, headers: &HeaderMap) -> Self {
         let expects_continue =
             headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        // A body that is broken before the app runs gets its 400 whether or not the app reads it.
+        let failure = if body.failed_ahead() { BodyFailure::Broken } else { BodyFailure::None };
         SharedBody {
             slot: Mutex::new(Some(body)),
             expects_continue,
             released: AtomicBool::new(false),
-            failure: AtomicU8::new(BodyFailure::None as u8),
+            failure: AtomicU8::new(failure as u8),
         }
     }
 

@@ -5,6 +5,8 @@
 use http::header::{self, HeaderMap};
 use http::{StatusCode, Version};
 
+use crate::bridge::target;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
     pub(crate) request_line: usize,
@@ -21,9 +23,10 @@ fn reject(status: StatusCode, reason: &'static str) -> Result<(), Rejection> {
     Err(Rejection { status, reason })
 }
 
-/// Size of the request target as the client sent it.
+/// Size of the request target as the client sent it (raw high bytes arrive escaped, see
+/// `bridge::target`).
 fn target_len(uri: &http::Uri) -> usize {
-    uri.path_and_query().map_or(uri.path().len(), |pq| pq.as_str().len())
+    uri.path_and_query().map_or(uri.path().len(), |pq| target::raw(pq.as_str()).len())
         + uri.authority().map_or(0, |a| a.as_str().len())
         + uri.scheme_str().map_or(0, |s| s.len() + 3)
 }

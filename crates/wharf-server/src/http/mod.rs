@@ -2,11 +2,14 @@
 //! to the Python side through the bridge and writes the response.
 //!
 //! `server` runs the accept loops and one watcher per connection (idle, header and write
-//! timeouts, drain); `service` is the hyper service of one request; `forwarded` reads trusted
-//! proxy headers into the request's client view; `access_log` writes one line per response.
+//! timeouts, drain); `inbound` follows what the connection reads before hyper parses it (raw
+//! bytes in request lines, strict chunked framing); `service` is the hyper service of one
+//! request; `forwarded` reads trusted proxy headers into the request's client view;
+//! `access_log` writes one line per response.
 
 mod access_log;
 mod forwarded;
+mod inbound;
 mod limits;
 mod listener;
 mod response_body;

@@ -1,13 +1,12 @@
 //! The hyper response body: a full buffer or a stream fed by a Python thread through a pipe.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::bridge::{End, Pipe, Taken};
+use crate::bridge::{End, PipeReader, Taken};
 use crate::bridge::{ReplyBody, StreamAborted};
 
 /// Runs when the response body is finished or dropped (client gone), whichever comes first.
@@ -17,7 +16,7 @@ pub(crate) trait OnFinish: Send + 'static {
 
 enum Source {
     Full(Bytes),
-    Stream(Arc<Pipe>),
+    Stream(PipeReader),
     /// The stream ended without completing; the error is reported on the next poll.
     Aborting,
     Done,
@@ -114,9 +113,6 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        if let Source::Stream(pipe) = &self.source {
-            pipe.consumer_gone();
-        }
         if let Some(on_finish) = self.on_finish.take() {
             on_finish.finish(self.sent, self.completed);
         }
@@ -126,7 +122,9 @@ impl Drop for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bridge::Pipe;
     use http_body_util::BodyExt;
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn full_body_has_exact_size() {
@@ -143,7 +141,7 @@ mod tests {
             pipe.push(part).expect("open");
         }
         pipe.close(End::Complete);
-        let mut body = ResponseBody::new(ReplyBody::Stream(Arc::clone(&pipe)));
+        let mut body = ResponseBody::new(ReplyBody::Stream(PipeReader::new(Arc::clone(&pipe))));
         let merged = body.frame().await.expect("frame").expect("ok").into_data().expect("data");
         assert_eq!(&merged[..], b"abc");
         assert!(body.frame().await.is_none());
@@ -154,7 +152,7 @@ mod tests {
         let pipe = Arc::new(Pipe::default());
         pipe.push(b"x").expect("open");
         pipe.close(End::Aborted);
-        let mut body = ResponseBody::new(ReplyBody::Stream(Arc::clone(&pipe)));
+        let mut body = ResponseBody::new(ReplyBody::Stream(PipeReader::new(Arc::clone(&pipe))));
         let data = body.frame().await.expect("frame").expect("ok").into_data().expect("data");
         assert_eq!(&data[..], b"x");
         assert!(body.frame().await.expect("frame").is_err());
@@ -164,7 +162,7 @@ mod tests {
     async fn dropping_an_unfinished_body_releases_the_producer() {
         let pipe = Arc::new(Pipe::default());
         pipe.push(b"x").expect("open");
-        let mut body = ResponseBody::new(ReplyBody::Stream(Arc::clone(&pipe)));
+        let mut body = ResponseBody::new(ReplyBody::Stream(PipeReader::new(Arc::clone(&pipe))));
         body.frame().await.expect("frame").expect("ok");
         drop(body);
         assert!(pipe.push(b"y").is_err());

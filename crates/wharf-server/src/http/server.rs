@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, mpsc, watch};
 
+use super::inbound::{Broken, Inbound};
 use super::listener::{Connection, Listener};
 use super::service::{self, ConnState, Shared};
 use crate::bridge::Peer;
@@ -179,7 +180,15 @@ impl Server {
             let state = Arc::clone(&state);
             service_fn(move |req| service::handle(req, Arc::clone(&state)))
         };
-        let io = TokioIo::new(Tracked { inner: io, state: Arc::clone(&state), linger: None });
+        let io = TokioIo::new(Tracked {
+            inner: io,
+            state: Arc::clone(&state),
+            linger: None,
+            inbound: Inbound::default(),
+            pending: Vec::new(),
+            pending_at: 0,
+            broken: None,
+        });
         let conn = self.http.serve_connection(io, svc);
         tokio::pin!(conn);
 
@@ -268,10 +277,24 @@ struct Tracked {
     state: Arc<ConnState>,
     /// While lingering (see [`LINGER`]): when to stop.
     linger: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Follows the requests' framing, escaping request lines and checking chunked bodies.
+    inbound: Inbound,
+    /// Escaped bytes that did not fit hyper's read buffer yet, from `pending_at` on.
+    pending: Vec<u8>,
+    pending_at: usize,
+    /// Broken chunked framing, reported once hyper has read what came before it.
+    broken: Option<io::Error>,
 }
 
 impl AsyncRead for Tracked {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.pending_at < self.pending.len() {
+            self.hand_on_pending(buf);
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(err) = self.broken.take() {
+            return Poll::Ready(Err(err));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -284,6 +307,25 @@ impl AsyncRead for Tracked {
                 return Poll::Ready(Ok(()));
             }
             self.state.bump_read();
+            match self.inbound.feed(&buf.filled()[before..]) {
+                Ok(None) => {}
+                Ok(Some(escaped)) => {
+                    buf.set_filled(before);
+                    self.pending = escaped;
+                    self.pending_at = 0;
+                    self.hand_on_pending(buf);
+                }
+                Err(Broken { valid, error }) => {
+                    buf.set_filled(before);
+                    if valid.is_empty() {
+                        return Poll::Ready(Err(error));
+                    }
+                    self.pending = valid;
+                    self.pending_at = 0;
+                    self.hand_on_pending(buf);
+                    self.broken = Some(error);
+                }
+            }
         }
         polled
     }
@@ -341,6 +383,16 @@ impl AsyncWrite for Tracked {
 }
 
 impl Tracked {
+    fn hand_on_pending(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = buf.remaining().min(self.pending.len() - self.pending_at);
+        buf.put_slice(&self.pending[self.pending_at..self.pending_at + n]);
+        self.pending_at += n;
+        if self.pending_at == self.pending.len() {
+            self.pending.clear();
+            self.pending_at = 0;
+        }
+    }
+
     fn note_write(&self, polled: &Poll<io::Result<usize>>) {
         match polled {
             Poll::Ready(Ok(n)) if *n > 0 => self.state.bump(),

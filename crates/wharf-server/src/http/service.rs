@@ -17,14 +17,15 @@ use super::forwarded::{self, TrustedProxies};
 use super::limits::{self, Limits};
 use super::response_body::{OnFinish, ResponseBody};
 use crate::bridge::{
-    Client, Job, JobQueue, JobTrace, Peer, PushError, Reply, ReplyBody, RequestBody, Settled, SharedBody, Stamp,
+    Client, Job, JobQueue, JobTrace, Peer, PushError, Reply, ReplyBody, RequestBody, Settled, SharedBody, Stamp, Work,
+    target,
 };
 use crate::observe::{self, Rejection, RequestSpan, Tracing, WorkerMetrics};
 use crate::process::{ControlClient, RecycleReason, WorkerMessage};
 
 /// What every connection of this process shares.
 pub(crate) struct Shared {
-    pub(crate) queue: Arc<JobQueue<Job>>,
+    pub(crate) queue: Arc<JobQueue<Work>>,
     pub(crate) limits: Limits,
     pub(crate) access_log: Option<AccessLog>,
     /// Requests answer 504 when the app has not started the response within `--timeout`.
@@ -226,7 +227,7 @@ impl Finish {
             client: client.clone(),
             request: Some(RequestLine {
                 method: parts.method.clone(),
-                target: parts.uri.to_string(),
+                target: target::display(&parts.uri.to_string()).into_owned(),
                 version: parts.version,
             }),
             status: 0,
@@ -343,7 +344,7 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Resu
     };
     let version = parts.version;
     let job = Job { parts, body: body.clone(), client, reply: reply_tx, expire, enqueued: arrived, trace };
-    match shared.queue.push(job) {
+    match shared.queue.push(Work::Request(job)) {
         Ok(()) => {}
         Err(PushError::Full(job)) => {
             drop(job);

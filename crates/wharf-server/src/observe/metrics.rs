@@ -141,11 +141,11 @@ impl WorkerMetrics {
         }
     }
 
-    /// `queued` and `busy` come from the request queue, read together so they are coherent;
-    /// the drop counts from the span exporter and the access log.
+    /// `queued`, `busy` and `parked` come from the request queue, read together so they are
+    /// coherent; the drop counts from the span exporter and the access log.
     pub(crate) fn snapshot(
         &self,
-        (queued, busy): (usize, usize),
+        (queued, busy, parked): (usize, usize, usize),
         spans_dropped: u64,
         access_log_dropped: u64,
     ) -> Snapshot {
@@ -168,6 +168,7 @@ impl WorkerMetrics {
             threads_busy: busy as i64,
             threads_total: self.threads_total as i64,
             queued: queued as i64,
+            streams_parked: parked as i64,
             rejected: REJECTIONS
                 .iter()
                 .zip(&self.rejected)
@@ -212,6 +213,8 @@ pub(crate) struct Snapshot {
     pub(crate) threads_busy: i64,
     pub(crate) threads_total: i64,
     pub(crate) queued: i64,
+    /// Streamed responses waiting for their client without a Python thread.
+    pub(crate) streams_parked: i64,
     pub(crate) rejected: BTreeMap<String, u64>,
     pub(crate) spans_dropped: u64,
     pub(crate) access_log_dropped: u64,
@@ -234,6 +237,7 @@ impl Snapshot {
         self.threads_busy += other.threads_busy;
         self.threads_total += other.threads_total;
         self.queued += other.queued;
+        self.streams_parked += other.streams_parked;
         self.spans_dropped += other.spans_dropped;
         self.access_log_dropped += other.access_log_dropped;
     }
@@ -245,6 +249,7 @@ impl Snapshot {
         self.threads_busy = 0;
         self.threads_total = 0;
         self.queued = 0;
+        self.streams_parked = 0;
         self
     }
 }
@@ -308,6 +313,12 @@ pub(crate) fn render(s: &Snapshot, process: &ProcessStats) -> String {
     gauge(&mut out, "wharf_requests_queued", "Requests waiting for a free Python thread.", s.queued);
     gauge(&mut out, "wharf_python_threads_busy", "Python threads currently running the application.", s.threads_busy);
     gauge(&mut out, "wharf_python_threads_total", "Python threads in all ready workers.", s.threads_total);
+    gauge(
+        &mut out,
+        "wharf_streams_parked",
+        "Streamed responses waiting for their client to read, holding no Python thread.",
+        s.streams_parked,
+    );
     gauge(&mut out, "wharf_connections_open", "Open client connections.", s.connections_open);
     gauge(&mut out, "wharf_workers", "Worker processes ready to serve.", process.workers);
     let _ = writeln!(
@@ -356,13 +367,14 @@ mod tests {
             0,
         );
         b.rejected(Rejection::QueueFull);
-        let mut total = a.snapshot((2, 0), 0, 1);
-        total.add(&b.snapshot((1, 1), 3, 2));
+        let mut total = a.snapshot((2, 0, 0), 0, 1);
+        total.add(&b.snapshot((1, 1, 2), 3, 2));
         assert_eq!(total.requests.get("GET 200"), Some(&1));
         assert_eq!(total.requests.get("_OTHER 404"), Some(&1));
         assert_eq!(total.threads_total, 8);
         assert_eq!(total.threads_busy, 1);
         assert_eq!(total.queued, 3);
+        assert_eq!(total.streams_parked, 2);
         assert_eq!(total.in_flight, 0);
         let text = render(&total, &ProcessStats { workers: 2, restarts: BTreeMap::from([("crash", 1)]) });
         assert!(text.contains("wharf_requests_total{method=\"GET\",status=\"200\"} 1\n"));
@@ -381,7 +393,7 @@ mod tests {
     fn snapshots_travel_as_json() {
         let m = WorkerMetrics::new(1);
         m.request_body(5000);
-        let snap = m.snapshot((0, 0), 0, 0);
+        let snap = m.snapshot((0, 0, 0), 0, 0);
         let back: Snapshot = serde_json::from_str(&serde_json::to_string(&snap).expect("json")).expect("parses");
         assert_eq!(back, snap);
     }

@@ -16,6 +16,7 @@ use super::file_wrapper::{FileSource, FileWrapper};
 use super::input::WsgiInput;
 use super::pyerr;
 use super::start_response::{ClientGone, Responder, StartResponse};
+use super::stream::Streaming;
 use crate::bridge::{BodyFailure, Job, JobTrace, Outbox};
 use crate::observe::{Rejection, WorkerMetrics};
 
@@ -33,10 +34,12 @@ pub(crate) struct AppContext {
     pub(crate) log_query: bool,
     /// `wsgi.errors`, which logs what is left of a line when the request ends.
     pub(crate) errors: Py<ErrorStream>,
+    /// A streamed response whose client is not reading gives its thread back (see `stream`).
+    pub(crate) release_slow_streams: bool,
 }
 
 /// How producing a response failed.
-enum Failure {
+pub(super) enum Failure {
     App(PyErr),
     ClientGone,
 }
@@ -53,8 +56,15 @@ impl From<ClientGone> for Failure {
     }
 }
 
-/// Serves `job` on this Python thread; every outcome is answered or logged here.
-pub(crate) fn serve_job(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyCache, job: Job) {
+/// Serves `job` on this Python thread; every outcome is answered or logged here, except a
+/// streamed response whose client is not reading fast enough: that comes back unfinished, to
+/// be parked until the client has room (see `stream`).
+pub(crate) fn serve_job(
+    py: Python<'_>,
+    ctx: &Arc<AppContext>,
+    cache: &mut HeaderKeyCache,
+    job: Job,
+) -> Option<Streaming> {
     let Job { parts, body, client, reply, expire: _, enqueued, trace } = job;
     if let Some(trace) = &trace {
         trace.acquired.set(enqueued.elapsed());
@@ -72,7 +82,7 @@ pub(crate) fn serve_job(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyC
         Ok(objects) => objects,
         Err(err) => {
             tracing::error!("cannot set up the request: {}", pyerr::one_line(py, &err));
-            return;
+            return None;
         }
     };
     let method = parts.method.clone();
@@ -80,7 +90,7 @@ pub(crate) fn serve_job(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyC
         Ok(environ) => environ,
         Err(err) => {
             report_app_error(py, start_response.get(), &method, parts.uri.path(), &err, BodyFailure::None);
-            return;
+            return None;
         }
     };
     // The request head still points into hyper's read buffer, and while it does hyper has to
@@ -88,24 +98,62 @@ pub(crate) fn serve_job(py: Python<'_>, ctx: &AppContext, cache: &mut HeaderKeyC
     // the app can see of it, so let it go before the response does.
     drop(parts);
     let serving = Serving::begin(&environ);
-    match serve(py, ctx, &environ, is_head, &start_response, trace.as_ref()) {
-        Ok(()) => {}
-        Err(Failure::ClientGone) => {
-            tracing::debug!(method = %method, path = request_target(ctx, &environ), "client went away before the response was complete");
+    let exchange = Exchange {
+        ctx: Arc::clone(ctx),
+        method,
+        environ: environ.unbind(),
+        start_response: start_response.unbind(),
+        input: input.unbind(),
+    };
+    let sent = match call_app(py, &exchange, trace.as_ref()) {
+        Ok(result) => send_result(py, exchange, result, is_head),
+        Err(err) => Sent::Done(exchange, Err(err)),
+    };
+    match sent {
+        Sent::Done(exchange, outcome) => {
+            exchange.end(py, outcome);
+            serving.end(py, ctx.errors.get());
+            None
         }
-        Err(Failure::App(err)) => {
-            let failure = input.get().failure();
-            match failure {
-                BodyFailure::TooLarge => ctx.metrics.rejected(Rejection::BodyTooLarge),
-                BodyFailure::TimedOut => ctx.metrics.rejected(Rejection::BodyTimeout),
-                BodyFailure::Broken => ctx.metrics.rejected(Rejection::BadRequest),
-                BodyFailure::None | BodyFailure::Released => {}
-            }
-            report_app_error(py, start_response.get(), &method, &request_target(ctx, &environ), &err, failure);
+        Sent::Unfinished(stream) => {
+            serving.end(py, ctx.errors.get());
+            Some(stream)
         }
     }
-    serving.end(py, ctx.errors.get());
-    ctx.metrics.request_body(input.get().received());
+}
+
+/// A request between the app's call and its end, on whichever thread serves it.
+pub(super) struct Exchange {
+    pub(super) ctx: Arc<AppContext>,
+    method: Method,
+    pub(super) environ: Py<PyDict>,
+    pub(super) start_response: Py<StartResponse>,
+    input: Py<WsgiInput>,
+}
+
+impl Exchange {
+    /// The request is over: its failure is answered or logged, what it read is counted.
+    pub(super) fn end(self, py: Python<'_>, outcome: Result<(), Failure>) {
+        let (ctx, environ, input) = (&self.ctx, self.environ.bind(py), self.input.get());
+        match outcome {
+            Ok(()) => {}
+            Err(Failure::ClientGone) => {
+                tracing::debug!(method = %self.method, path = request_target(ctx, environ), "client went away before the response was complete");
+            }
+            Err(Failure::App(err)) => {
+                let failure = input.failure();
+                match failure {
+                    BodyFailure::TooLarge => ctx.metrics.rejected(Rejection::BodyTooLarge),
+                    BodyFailure::TimedOut => ctx.metrics.rejected(Rejection::BodyTimeout),
+                    BodyFailure::Broken => ctx.metrics.rejected(Rejection::BadRequest),
+                    BodyFailure::None | BodyFailure::Released => {}
+                }
+                let target = request_target(ctx, environ);
+                report_app_error(py, self.start_response.get(), &self.method, &target, &err, failure);
+            }
+        }
+        ctx.metrics.request_body(input.received());
+    }
 }
 
 /// The request target as the app saw it (`RAW_URI`), for log lines: without its query unless
@@ -123,14 +171,8 @@ fn request_target(ctx: &AppContext, environ: &Bound<'_, PyDict>) -> String {
     }
 }
 
-fn serve(
-    py: Python<'_>,
-    ctx: &AppContext,
-    environ: &Bound<'_, PyDict>,
-    is_head: bool,
-    start_response: &Bound<'_, StartResponse>,
-    trace: Option<&JobTrace>,
-) -> Result<(), Failure> {
+fn call_app<'py>(py: Python<'py>, exchange: &Exchange, trace: Option<&JobTrace>) -> Result<Bound<'py, PyAny>, Failure> {
+    let environ = exchange.environ.bind(py);
     if let Some(trace) = trace {
         // The app's own instrumentation (e.g. opentelemetry-instrumentation-wsgi) reads the
         // incoming context from HTTP_TRACEPARENT: pointing it at wharf's span makes the app's
@@ -141,16 +183,45 @@ fn serve(
             environ.set_item(intern!(py, "wharf.incoming_traceparent"), incoming)?;
         }
     }
-    let result = ctx.app.bind(py).call1((environ, start_response))?;
-    let sent = send_result(py, start_response.get(), &result, is_head);
-    // PEP 3333: close() is called exactly once, whatever happened while iterating.
-    let closed = close(&result);
-    sent?;
-    closed?;
-    Ok(())
+    Ok(exchange.ctx.app.bind(py).call1((environ, exchange.start_response.bind(py)))?)
 }
 
-fn close(result: &Bound<'_, PyAny>) -> PyResult<()> {
+/// How far sending the app's result got.
+pub(super) enum Sent {
+    /// The response is complete or failed; the iterable is closed.
+    Done(Exchange, Result<(), Failure>),
+    /// The client's buffer is full and the iterator has more.
+    Unfinished(Streaming),
+}
+
+/// Sends what the app returned; PEP 3333: close() is called exactly once, whatever happened
+/// while iterating (for an unfinished stream, when it ends).
+fn send_result(py: Python<'_>, exchange: Exchange, result: Bound<'_, PyAny>, is_head: bool) -> Sent {
+    let sr = exchange.start_response.get();
+    // A list or tuple is complete already: one message carries head and body, with an exact
+    // Content-Length, and no per-chunk hand-off is needed.
+    let sent = if let Ok(list) = result.cast::<PyList>() {
+        send_sequence(py, sr, list.iter())
+    } else if let Ok(tuple) = result.cast::<PyTuple>() {
+        send_sequence(py, sr, tuple.iter())
+    } else if let Ok(wrapper) = result.cast::<FileWrapper>()
+        && let Some(source) = wrapper.get().file_source(py)
+    {
+        send_file(py, sr, source, is_head)
+    } else {
+        return match result.try_iter() {
+            Ok(iterator) => Streaming::start(py, exchange, result.unbind(), iterator.unbind()),
+            Err(err) => {
+                let closed = close(&result);
+                Sent::Done(exchange, Err(closed.err().unwrap_or(err).into()))
+            }
+        };
+    };
+    let closed = close(&result);
+    Sent::Done(exchange, sent.and(closed.map_err(Failure::from)))
+}
+
+pub(super) fn close(result: &Bound<'_, PyAny>) -> PyResult<()> {
     // Lists and tuples (the common response) have no close(); asking would build and discard
     // an AttributeError on every request.
     if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
@@ -162,7 +233,7 @@ fn close(result: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-fn require_head(sr: &StartResponse) -> Result<(), Failure> {
+pub(super) fn require_head(sr: &StartResponse) -> Result<(), Failure> {
     if sr.with(|r| r.has_head() || r.head_sent())? {
         Ok(())
     } else {
@@ -172,38 +243,10 @@ fn require_head(sr: &StartResponse) -> Result<(), Failure> {
     }
 }
 
-fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Result<&'a Bound<'py, PyBytes>, Failure> {
+pub(super) fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Result<&'a Bound<'py, PyBytes>, Failure> {
     item.cast::<PyBytes>().map_err(|_| {
         Failure::App(PyTypeError::new_err(format!("the response iterable must yield bytes, not {}", item.get_type())))
     })
-}
-
-fn send_result(py: Python<'_>, sr: &StartResponse, result: &Bound<'_, PyAny>, is_head: bool) -> Result<(), Failure> {
-    // A list or tuple is complete already: one message carries head and body, with an exact
-    // Content-Length, and no per-chunk hand-off is needed.
-    if let Ok(list) = result.cast::<PyList>() {
-        return send_sequence(py, sr, list.iter());
-    }
-    if let Ok(tuple) = result.cast::<PyTuple>() {
-        return send_sequence(py, sr, tuple.iter());
-    }
-    if let Ok(wrapper) = result.cast::<FileWrapper>()
-        && let Some(source) = wrapper.get().file_source(py)
-    {
-        return send_file(py, sr, source, is_head);
-    }
-    for item in result.try_iter()? {
-        let item = item?;
-        let bytes = as_bytes(&item)?;
-        if bytes.as_bytes().is_empty() {
-            continue;
-        }
-        require_head(sr)?;
-        sr.with(|r| r.send_chunk(py, bytes.as_bytes()))??;
-    }
-    require_head(sr)?;
-    sr.with(Responder::finish)??;
-    Ok(())
 }
 
 fn send_sequence<'py>(

@@ -12,7 +12,7 @@ use http::header::{self, HeaderName};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
-use crate::bridge::Client;
+use crate::bridge::{Client, target};
 
 /// Settings that are the same for every request served by this process.
 pub(crate) struct EnvironSettings {
@@ -131,20 +131,23 @@ impl EnvironTemplate {
         let env = self.template.bind(py).copy()?;
         env.set_item(&k.request_method, parts.method.as_str())?;
 
+        // Raw high bytes in the target arrive escaped (see `bridge::target`): `target::raw`
+        // gives back the bytes as sent.
         let raw_path = parts.uri.path();
-        let decoded = percent_decode(raw_path.as_bytes());
+        let raw_bytes = target::raw(raw_path);
+        let decoded = percent_decode(&raw_bytes);
         let path_info = strip_root(&decoded, self.root_path.as_bytes());
         env.set_item(&k.path_info, latin1(py, path_info))?;
         // PEP 3333: every native string holds the bytes as sent, decoded as latin-1 (a UTF-8
         // `€` in a query is three characters, as the app's own unquoting expects).
-        env.set_item(&k.query_string, latin1(py, parts.uri.query().unwrap_or("").as_bytes()))?;
+        env.set_item(&k.query_string, latin1(py, &target::raw(parts.uri.query().unwrap_or(""))))?;
         // The target as sent: the whole URI for absolute-form, else path and query.
         let absolute = parts.uri.scheme().is_some().then(|| parts.uri.to_string());
         let target = match &absolute {
             Some(uri) => uri.as_str(),
             None => parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or(raw_path),
         };
-        let target = latin1(py, target.as_bytes());
+        let target = latin1(py, &target::raw(target));
         env.set_item(&k.raw_uri, &target)?;
         env.set_item(&k.request_uri, &target)?;
         env.set_item(&k.server_protocol, protocol(parts.version))?;

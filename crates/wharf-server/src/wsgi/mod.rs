@@ -15,6 +15,7 @@ mod pool;
 mod pyerr;
 mod response_head;
 mod start_response;
+mod stream;
 
 pub(crate) use app::load as load_app;
 pub(crate) use call::AppContext;

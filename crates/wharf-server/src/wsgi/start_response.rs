@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::response_head::{Head, HeadError};
 use crate::bridge::park::block_on_until;
-use crate::bridge::{End, Outbox, Pipe, Reply, ReplyBody, SharedBody};
+use crate::bridge::{End, Outbox, Pipe, PipeReader, Reply, ReplyBody, SharedBody};
 
 /// The client went away (or stalled past the I/O timeout); stop producing the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +144,7 @@ impl Responder {
                 }
                 pipe.close(End::Aborted);
                 self.complete = true;
-                self.send_head(head, ReplyBody::Stream(pipe))
+                self.send_head(head, ReplyBody::Stream(PipeReader::new(pipe)))
             }
             Some(declared) if (body.len() as u64) > declared => {
                 self.discard_excess(body.len() - declared as usize);
@@ -196,7 +196,7 @@ impl Responder {
         let head = self.declared.take().ok_or(ClientGone)?;
         let pipe = Arc::new(Pipe::default());
         self.stream = Some(Arc::clone(&pipe));
-        self.send_head(head, ReplyBody::Stream(Arc::clone(&pipe)))?;
+        self.send_head(head, ReplyBody::Stream(PipeReader::new(Arc::clone(&pipe))))?;
         Ok(pipe)
     }
 
@@ -231,18 +231,31 @@ impl Responder {
         }
     }
 
-    /// Sends one body chunk (copied), sending the head first if needed. Empty chunks are
-    /// skipped: the head waits for the first non-empty one.
+    /// Sends one body chunk (copied), sending the head first if needed and first waiting
+    /// while the client has a full buffer to read. Empty chunks are skipped: the head waits
+    /// for the first non-empty one.
     pub(crate) fn send_chunk(&mut self, py: Python<'_>, chunk: &[u8]) -> Result<(), ClientGone> {
-        self.send(py, Chunk::Borrowed(chunk))
+        self.send(Some(py), Chunk::Borrowed(chunk))
     }
 
     /// Like `send_chunk` for a chunk the server owns already (no copy).
     pub(crate) fn send_owned(&mut self, py: Python<'_>, chunk: Bytes) -> Result<(), ClientGone> {
-        self.send(py, Chunk::Owned(chunk))
+        self.send(Some(py), Chunk::Owned(chunk))
     }
 
-    fn send(&mut self, py: Python<'_>, chunk: Chunk<'_>) -> Result<(), ClientGone> {
+    /// Like `send_chunk` without waiting: the caller checks [`Responder::full_stream`]
+    /// before producing the next chunk (one chunk beyond the buffer's limit at most).
+    pub(crate) fn push_chunk(&mut self, chunk: &[u8]) -> Result<(), ClientGone> {
+        self.send(None, Chunk::Borrowed(chunk))
+    }
+
+    /// The response's stream while its client has a full buffer still to read.
+    pub(crate) fn full_stream(&self) -> Option<Arc<Pipe>> {
+        self.stream.as_ref().filter(|pipe| pipe.is_full()).cloned()
+    }
+
+    /// `py`: wait (releasing the GIL) while the client's buffer is full.
+    fn send(&mut self, py: Option<Python<'_>>, chunk: Chunk<'_>) -> Result<(), ClientGone> {
         let len = chunk.len();
         if len == 0 {
             return Ok(());
@@ -266,7 +279,9 @@ impl Responder {
             _ => chunk,
         };
         self.streamed += chunk.len() as u64;
-        self.wait_for_room(py, &pipe)?;
+        if let Some(py) = py {
+            self.wait_for_room(py, &pipe)?;
+        }
         match chunk {
             Chunk::Borrowed(data) => pipe.push(data),
             Chunk::Owned(data) => pipe.push_bytes(data),

@@ -13,7 +13,7 @@ use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracer;
 
-use crate::bridge::Client;
+use crate::bridge::{Client, target};
 
 /// The SERVER span of one request. Moves with the request from the I/O thread to a Python
 /// thread and back; ends when [`RequestSpan::finish`] is called (or, without a status, when
@@ -124,9 +124,9 @@ fn request_attributes(
             "HTTP"
         }
     };
-    attributes.push(KeyValue::new("url.path", parts.uri.path().to_owned()));
+    attributes.push(KeyValue::new("url.path", target::display(parts.uri.path()).into_owned()));
     if capture_query && let Some(query) = parts.uri.query() {
-        attributes.push(KeyValue::new("url.query", query.to_owned()));
+        attributes.push(KeyValue::new("url.query", target::display(query).into_owned()));
     }
     attributes.push(KeyValue::new("url.scheme", scheme));
     if let Some((address, port)) = server_address(parts, client) {
