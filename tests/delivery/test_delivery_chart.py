@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from delivery_support import CHART, CRD_SOURCE, KUBERNETES_VERSIONS, VALUES_DIR, find, only, run
+from delivery_support import CHART, CRD_SOURCE, KUBERNETES_VERSIONS, REPO_ROOT, VALUES_DIR, find, only, run
 
 VALUES_FILES = [None, "namespaced.yaml", "ha.yaml", "observability.yaml"]
 # Kinds that belong to CRDs of other projects: no official schema, checked structurally below.
@@ -22,7 +24,15 @@ OPERATOR_RULES = {
     ("", "services"): {"get", "list", "watch", "create", "patch"},
     ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch", "delete"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("networking.k8s.io", "ingresses"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("monitoring.coreos.com", "podmonitors"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "configmaps"): {"get", "list", "watch"},
+    ("", "secrets"): {"get", "list", "watch"},
     ("", "pods"): {"list", "watch"},
+    ("", "pods/log"): {"get"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
@@ -127,7 +137,8 @@ def test_leases_are_only_granted_in_the_release_namespace(render, values):
             assert role["metadata"]["namespace"] == "wharf-system"
         else:
             assert ("coordination.k8s.io", "leases") not in grants
-            assert not any(resource == "secrets" for _, resource in grants)
+            # Secrets are read for config rollouts (their data is hashed), never written.
+            assert grants.get(("", "secrets"), set()) <= {"get", "list", "watch"}
 
 
 def test_two_replicas_elect_a_leader_and_keep_one_up(render):
@@ -198,6 +209,27 @@ def test_service_monitor_scrapes_the_metrics_service(render):
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert find(render(), "ServiceMonitor") == []
+
+
+def test_grafana_dashboard_is_a_configmap_for_the_sidecar(render):
+    objects = render("observability.yaml")
+    config_map = only(objects, "ConfigMap", "wharf-operator-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "wharf"}
+    dashboard = json.loads(config_map["data"]["wharf-apps.json"])
+    titles = [p["title"] for p in dashboard["panels"]]
+    assert titles == ["Request rate by status", "Latency percentiles", "Saturation: Python threads",
+                      "Queued requests and queue wait", "Rejected requests by reason",
+                      "Worker restarts by reason"]
+    queries = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    # Every series the dashboard reads is one wharf exports (README's metrics table).
+    readme = (REPO_ROOT / "README.md").read_text()
+    metrics = {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"wharf_[a-z_]+", queries)}
+    assert len(metrics) >= 8, metrics
+    for metric in metrics:
+        assert f"| `{metric}" in readme, metric
+    assert find(render(), "ConfigMap") == []
 
 
 def test_tracing_becomes_standard_otel_variables(render):

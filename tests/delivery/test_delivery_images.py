@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from delivery_support import CRD_SOURCE, REPO_ROOT, run
 from docker_support import Docker, engine_answers, find_docker
 
 HELLO = REPO_ROOT / "deploy" / "examples" / "hello"
+DJANGO = REPO_ROOT / "deploy" / "examples" / "django"
 SMOKE_APP = Path(__file__).resolve().parent / "smoke"
 PREBUILT = REPO_ROOT / ".cache" / "docker-prebuilt"
 RUNTIME_UID = "10001"
@@ -118,16 +120,24 @@ def images(docker: Docker, base_image: str, base_python_tag: str) -> dict[str, s
     return tags
 
 
-@pytest.fixture(scope="module")
-def hello_deps(docker: Docker, tmp_path_factory) -> Path:
-    """The hello app's requirements, installed on the host for the container's CPython (same 3.11)."""
-    target = tmp_path_factory.mktemp("hello-deps")
+def install_requirements(requirements: Path, target: Path) -> Path:
+    """An example's requirements, installed on the host for the container's CPython (same 3.11)."""
     run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--target", str(target), "-r", str(HELLO / "requirements.txt")], timeout=600)
+         "--target", str(target), "-r", str(requirements)], timeout=600)
     # pytest's temporary directories are private to the host user; the container runs as another.
     for path in [target, *target.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     return target
+
+
+@pytest.fixture(scope="module")
+def hello_deps(docker: Docker, tmp_path_factory) -> Path:
+    return install_requirements(HELLO / "requirements.txt", tmp_path_factory.mktemp("hello-deps"))
+
+
+@pytest.fixture(scope="module")
+def django_deps(docker: Docker, tmp_path_factory) -> Path:
+    return install_requirements(DJANGO / "requirements.txt", tmp_path_factory.mktemp("django-deps"))
 
 
 def inspect(docker: Docker, image: str) -> dict:
@@ -286,6 +296,37 @@ def test_injected_payload_runs_the_app_from_a_plain_python_image(docker, images,
         container.wait_ready()
         assert container.get(8000, "/") == (200, "Hello from wharf! version=injected\n")
         assert_graceful_drain(container)
+
+
+def test_django_example_migrates_and_serves_the_admin_with_its_css(docker, images, django_deps):
+    # What the example's image and migration Job do, on the runtime image with the project mounted:
+    # migrate (SQLite in /tmp here), collect the static files, serve with wharf.
+    script = ("python manage.py migrate --noinput && python manage.py collectstatic --noinput"
+              " && exec wharf mysite.wsgi:application")
+    args = [
+        "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--volume", f"{DJANGO}:/app:ro", "--volume", f"{django_deps}:/deps:ro",
+        "--env", "PYTHONPATH=/deps", "--env", "DJANGO_SECRET_KEY=smoke-test",
+        "--env", "DATABASE_URL=sqlite:////tmp/db.sqlite3", "--env", "DJANGO_STATIC_ROOT=/tmp/static",
+        "--env", "DJANGO_ALLOWED_HOSTS=127.0.0.1",
+        "--entrypoint", "sh", images["runtime"], "-c", script,
+    ]
+    with Container(docker, args) as container:
+        container.wait_ready()
+        assert "Applying admin.0001_initial... OK" in container.logs()
+        assert container.get(8000, "/") == (200, "Hello from Django on wharf!\n")
+        status, page = container.get(8000, "/admin/login/")
+        assert status == 200, page
+        assert 'name="csrfmiddlewaretoken"' in page
+        stylesheets = re.findall(r'href="(/static/admin/css/[^"]+\.css)"', page)
+        assert stylesheets, page
+        for href in stylesheets:
+            # CompressedManifestStaticFilesStorage: content-hashed names, served by WhiteNoise.
+            assert re.search(r"\.[0-9a-f]{12}\.css$", href), href
+            status, css = container.get(8000, href)
+            assert status == 200 and "{" in css, (href, css[:200])
+        assert container.get(8000, "/static/admin/css/missing.css")[0] == 404
+        assert container.terminate_and_wait() == 0, container.logs()
 
 
 def test_injector_image_only_copies_its_payload(docker, images):

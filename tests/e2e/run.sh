@@ -5,7 +5,8 @@
 #   E2E_SUITE=faults tests/e2e/run.sh
 #
 # Suites:
-#   main     Bundled and Injected apps, rolling update under load, autoscaling, garbage collection
+#   main     Bundled and Injected apps, rolling update under load, autoscaling, garbage collection,
+#            the Django example (migration Job before the pods, Ingress, PodMonitor status)
 #   faults   two operator replicas: the leader is killed under load (exactly one acts afterwards),
 #            a deleted child comes back, a broken app shows Degraded with the API server's message
 #
@@ -57,7 +58,7 @@ collect_logs() {
     kind export logs "${artifacts}/kind" --name "${cluster}" >/dev/null 2>&1 || true
     k -n "${operator_ns}" logs -l app.kubernetes.io/name=wharf-operator --all-containers --prefix --tail=-1 >"${artifacts}/operator.log" 2>&1 || true
     k -n "${operator_ns}" get lease -o yaml >"${artifacts}/leases.yaml" 2>&1 || true
-    k get wsgiapps,deployments,replicasets,pods,services,hpa,pdb -A -o wide >"${artifacts}/objects.txt" 2>&1 || true
+    k get wsgiapps,deployments,replicasets,pods,services,hpa,pdb,jobs,ingresses -A -o wide >"${artifacts}/objects.txt" 2>&1 || true
     k get wsgiapps -A -o yaml >"${artifacts}/wsgiapps.yaml" 2>&1 || true
     k get events -A --sort-by=.lastTimestamp >"${artifacts}/events.txt" 2>&1 || true
     echo "e2e: logs exported to ${artifacts}"
@@ -124,6 +125,8 @@ for version in v1 v2; do
     DOCKER_BUILDKIT=1 docker build --build-arg "WHARF_IMAGE=wharf-e2e/wharf:${tag}" \
         --build-arg "HELLO_VERSION=${version}" --tag "wharf-e2e/hello:${version}" deploy/examples/hello
 done
+DOCKER_BUILDKIT=1 docker build --build-arg "WHARF_IMAGE=wharf-e2e/wharf:${tag}" \
+    --tag wharf-e2e/django:v1 deploy/examples/django
 # The plain image must use the same CPython minor as the injector payload (BASE_IMAGE's).
 python_image="${E2E_BASE_IMAGE:-$(sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile)}"
 DOCKER_BUILDKIT=1 docker build --file deploy/examples/hello/Dockerfile.plain --build-arg "PYTHON_IMAGE=${python_image}" \
@@ -132,7 +135,7 @@ DOCKER_BUILDKIT=1 docker build --file deploy/examples/hello/Dockerfile.plain --b
 # archive from `docker save` loads with either store.
 archive="$(mktemp -d)/images.tar"
 docker save -o "${archive}" "wharf-e2e/wharf-operator:${tag}" "wharf-e2e/wharf-injector:${tag}" \
-    wharf-e2e/hello:v1 wharf-e2e/hello:v2 wharf-e2e/hello-plain:v1
+    wharf-e2e/hello:v1 wharf-e2e/hello:v2 wharf-e2e/hello-plain:v1 wharf-e2e/django:v1
 kind load image-archive "${archive}" --name "${cluster}"
 rm -f "${archive}"
 
@@ -177,6 +180,8 @@ main_suite() {
     # The HPA (not the operator) raises the Deployment to minReplicas.
     k -n "${ns}" wait deployment/hello --for=jsonpath='{.spec.replicas}'=3 --timeout=180s
     k -n "${ns}" rollout status deployment/hello --timeout=180s
+
+    django_example
 
     log "garbage collection"
     k -n "${ns}" delete wsgiapp hello --wait=true --timeout=120s
@@ -244,6 +249,35 @@ faults_suite() {
     # Fixed again: Degraded clears.
     k -n "${ns}" patch wsgiapp hello --type=json -p '[{"op":"remove","path":"/spec/resources"}]'
     k -n "${ns}" wait wsgiapp/hello --for=condition=Degraded=false --timeout=120s
+}
+
+# deploy/examples/django: the migration Job runs (and finishes) before the first app pod exists,
+# the Ingress exists and is the app's URL, the admin answers, the PodMonitor's absence is reported.
+django_example() {
+    local dj=django-example
+    log "django example"
+    k apply -f deploy/examples/django/postgres.yaml
+    k -n "${dj}" rollout status deployment/postgres --timeout=180s
+    sed -e "s|image: ghcr.io/wharf-dev/django-example:.*|image: wharf-e2e/django:v1\n  imagePullPolicy: Never|" \
+        deploy/examples/django/wsgiapp.yaml | k apply -f -
+    k -n "${dj}" wait wsgiapp/mysite --for=condition=Ready --timeout=300s
+    local job completed first_pod
+    job="$(k -n "${dj}" get jobs -l wharf.dev/template-hash -o jsonpath='{.items[0].metadata.name}')"
+    [[ "${job}" == mysite-migrate-* ]] || { echo "e2e: no migration Job (${job})" >&2; return 1; }
+    k -n "${dj}" wait "job/${job}" --for=condition=Complete --timeout=60s
+    k -n "${dj}" logs "job/${job}" | grep -q "Applying auth.0001_initial... OK"
+    completed="$(k -n "${dj}" get job "${job}" -o jsonpath='{.status.completionTime}')"
+    first_pod="$(k -n "${dj}" get pods -l app.kubernetes.io/instance=mysite --sort-by=.metadata.creationTimestamp \
+        -o jsonpath='{.items[0].metadata.creationTimestamp}')"
+    echo "e2e: migration completed ${completed}, first app pod created ${first_pod}"
+    # RFC 3339 UTC timestamps of the same form compare as strings.
+    [[ ! "${first_pod}" < "${completed}" ]] || { echo "e2e: an app pod started before the migration finished" >&2; return 1; }
+    [[ "$(k -n "${dj}" get ingress mysite -o jsonpath='{.spec.rules[0].host}')" == mysite.example.com ]]
+    [[ "$(k -n "${dj}" get wsgiapp mysite -o jsonpath='{.status.url}')" == https://mysite.example.com/ ]]
+    [[ "$(k -n "${dj}" get wsgiapp mysite -o jsonpath='{.status.address}')" == "http://mysite.${dj}.svc" ]]
+    [[ "$(k -n "${dj}" get wsgiapp mysite -o jsonpath='{.status.monitoring}')" == "no PodMonitor: "* ]]
+    in_cluster_get "http://mysite.${dj}.svc/admin/login/" | grep -q 'csrfmiddlewaretoken'
+    k delete namespace "${dj}" --wait=true --timeout=180s
 }
 
 # The app namespace's Events as "REASON NOTE" lines.

@@ -1,15 +1,19 @@
-"""A real OTLP/HTTP trace receiver for tests.
+"""Real OTLP trace receivers for tests.
 
-Listens on 127.0.0.1 (a free port), accepts `POST /v1/traces` with a protobuf
+`OtlpReceiver` listens on 127.0.0.1 (a free port), accepts `POST /v1/traces` with a protobuf
 `ExportTraceServiceRequest` (decoded with the official `opentelemetry-proto` package, gzip
-accepted) and keeps every span it received as a `ReceivedSpan`.
+accepted) and keeps every span it received as a `ReceivedSpan`; given an `ssl.SSLContext` it
+serves HTTPS. `GrpcOtlpReceiver` is the same over OTLP/gRPC (grpcio's server, the
+`TraceService/Export` method), with TLS when given server credentials.
 """
 
 from __future__ import annotations
 
 import gzip
+import ssl
 import threading
 import time
+from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -103,8 +107,8 @@ def decode(body: bytes) -> list[ReceivedSpan]:
     return spans
 
 
-class OtlpReceiver:
-    """`with OtlpReceiver() as receiver:` → `receiver.endpoint` for OTEL_EXPORTER_OTLP_ENDPOINT."""
+class _Spans:
+    """The spans a receiver got, and waiting for them."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -112,6 +116,52 @@ class OtlpReceiver:
         self._spans: list[ReceivedSpan] = []
         self.requests: list[dict] = []  # path, content type, headers of each export request
         self.errors: list[str] = []
+
+    def _record(self, request: dict) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def _record_error(self, message: str) -> None:
+        with self._lock:
+            self.errors.append(message)
+
+    def _add(self, spans: list[ReceivedSpan]) -> None:
+        with self._changed:
+            self._spans.extend(spans)
+            self._changed.notify_all()
+
+    @property
+    def spans(self) -> list[ReceivedSpan]:
+        with self._lock:
+            return list(self._spans)
+
+    def wait_for(self, predicate, timeout: float = 15.0) -> list[ReceivedSpan]:
+        """Waits until `predicate(span)` holds for at least one span; returns those spans."""
+        return self.wait_count(predicate, 1, timeout)
+
+    def wait_count(self, predicate, count: int, timeout: float = 15.0) -> list[ReceivedSpan]:
+        """Waits until at least `count` spans satisfy `predicate`."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [s for s in self._spans if predicate(s)]
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = [(s.scope, s.name, s.attributes.get("url.path")) for s in self._spans]
+                    raise AssertionError(
+                        f"{len(found)} of {count} matching spans within {timeout}s; received: {seen}; errors: {self.errors}"
+                    )
+                self._changed.wait(remaining)
+
+
+class OtlpReceiver(_Spans):
+    """`with OtlpReceiver() as receiver:` → `receiver.endpoint` for OTEL_EXPORTER_OTLP_ENDPOINT
+    (`https://` with `tls`)."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None):
+        super().__init__()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -148,8 +198,11 @@ class OtlpReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if tls is not None:
+            # Handshakes happen in the handler threads (on first read), not in the accept loop.
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
         self.port = self._server.server_address[1]
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True)
 
     def __enter__(self) -> OtlpReceiver:
@@ -161,45 +214,54 @@ class OtlpReceiver:
         self._server.server_close()
 
     def _record_request(self, handler: BaseHTTPRequestHandler) -> None:
-        with self._lock:
-            self.requests.append(
-                {
-                    "path": handler.path,
-                    "content_type": handler.headers.get("Content-Type", ""),
-                    "headers": {k.lower(): v for k, v in handler.headers.items()},
-                }
-            )
+        self._record(
+            {
+                "path": handler.path,
+                "content_type": handler.headers.get("Content-Type", ""),
+                "headers": {k.lower(): v for k, v in handler.headers.items()},
+            }
+        )
 
-    def _record_error(self, message: str) -> None:
-        with self._lock:
-            self.errors.append(message)
 
-    def _add(self, spans: list[ReceivedSpan]) -> None:
-        with self._changed:
-            self._spans.extend(spans)
-            self._changed.notify_all()
+class GrpcOtlpReceiver(_Spans):
+    """`with GrpcOtlpReceiver() as receiver:` → `receiver.endpoint` for OTLP/gRPC; `credentials`
+    (`grpc.ssl_server_credentials(...)`) makes it TLS. Requests record the call's metadata."""
 
-    @property
-    def spans(self) -> list[ReceivedSpan]:
-        with self._lock:
-            return list(self._spans)
+    def __init__(self, credentials=None):
+        import grpc  # only the gRPC tests need it
 
-    def wait_for(self, predicate, timeout: float = 15.0) -> list[ReceivedSpan]:
-        """Waits until `predicate(span)` holds for at least one span; returns those spans."""
-        return self.wait_count(predicate, 1, timeout)
+        super().__init__()
+        receiver = self
 
-    def wait_count(self, predicate, count: int, timeout: float = 15.0) -> list[ReceivedSpan]:
-        """Waits until at least `count` spans satisfy `predicate`."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = [s for s in self._spans if predicate(s)]
-                if len(found) >= count:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    seen = [(s.scope, s.name, s.attributes.get("url.path")) for s in self._spans]
-                    raise AssertionError(
-                        f"{len(found)} of {count} matching spans within {timeout}s; received: {seen}; errors: {self.errors}"
-                    )
-                self._changed.wait(remaining)
+        def export(request: ExportTraceServiceRequest, context) -> ExportTraceServiceResponse:
+            receiver._record({"path": EXPORT_METHOD, "headers": dict(context.invocation_metadata())})
+            receiver._add(decode(request.SerializeToString()))
+            return ExportTraceServiceResponse()
+
+        handler = grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService",
+            {
+                "Export": grpc.unary_unary_rpc_method_handler(
+                    export,
+                    request_deserializer=ExportTraceServiceRequest.FromString,
+                    response_serializer=ExportTraceServiceResponse.SerializeToString,
+                )
+            },
+        )
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self._server.add_generic_rpc_handlers((handler,))
+        if credentials is None:
+            self.port = self._server.add_insecure_port("127.0.0.1:0")
+        else:
+            self.port = self._server.add_secure_port("127.0.0.1:0", credentials)
+        self.endpoint = f"{'https' if credentials else 'http'}://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> GrpcOtlpReceiver:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.stop(grace=None)
+
+
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

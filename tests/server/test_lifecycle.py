@@ -161,6 +161,14 @@ def test_request_timeout_answers_504_and_replaces_worker(wharf):
     first_pid = int(requests.get(server.url, timeout=5).text.split()[1])
     resp = requests.get(server.url + "/sleep?s=10", timeout=20)
     assert resp.status_code == 504
+    # One line names the request (its path, not the query) and how long it had run.
+    timed_out = [line for line in server.log().splitlines() if "over --timeout" in line]
+    assert len(timed_out) == 1, server.log()
+    assert re.search(
+        rf"worker=1 pid={first_pid} .*ERROR.* request still running after 1\.\d s, over --timeout 1 s: answered 504; "
+        r"the worker will be replaced method=GET path=/sleep$",
+        timed_out[0],
+    ), timed_out[0]
     wait_for(lambda: server.log().count("worker ready") >= 2, timeout=20)
     wait_for(lambda: int(requests.get(server.url, timeout=5).text.split()[1]) != first_pid, timeout=20)
     # The old worker's thread is still stuck in the app; it must still be gone within the

@@ -4,6 +4,7 @@ aggregated exactly over every worker (and over workers that have since exited)."
 import concurrent.futures
 import os
 import signal
+import time
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -138,3 +139,51 @@ def test_a_stalled_head_is_a_header_timeout_and_an_idle_connection_is_not(wharf)
         idle.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         assert read_response(idle)[0] == 200
     assert value(scrape(admin), "wharf_rejected_total", reason="header_timeout") == 1
+
+
+def worker_samples(samples: dict, name: str) -> dict:
+    """`{worker id: value}` of a `wharf_worker_*` family."""
+    return {dict(labels)["worker"]: v for (n, labels), v in samples.items() if n == name}
+
+
+def test_each_worker_reports_its_own_process_resources(wharf):
+    admin = free_port()
+    before_start = time.time()
+    wharf("resources_app:app", "--workers", "2", "--admin-bind", f"127.0.0.1:{admin}")
+    samples = scrape(admin)
+    rss = worker_samples(samples, "wharf_worker_resident_memory_bytes")
+    cpu = worker_samples(samples, "wharf_worker_cpu_seconds_total")
+    fds = worker_samples(samples, "wharf_worker_open_fds")
+    started = worker_samples(samples, "wharf_worker_start_time_seconds")
+    assert len(cpu) == 2 and rss.keys() == cpu.keys() == fds.keys() == started.keys(), samples
+    for worker in cpu:
+        assert 5 << 20 < rss[worker] < 2 << 30, "a Python process holds some MiB"
+        assert 0 < cpu[worker] < 60
+        assert 3 <= fds[worker] < 1000, "stdio, sockets, the control channel"
+        assert before_start - 1 <= started[worker] <= time.time()
+
+
+def test_a_hot_or_leaking_worker_stands_out(wharf):
+    admin = free_port()
+    server = wharf("resources_app:app", "--admin-bind", f"127.0.0.1:{admin}")
+    before = scrape(admin)
+    (worker,) = worker_samples(before, "wharf_worker_cpu_seconds_total")
+    assert requests.get(f"{server.url}/burn?s=0.5", timeout=30).status_code == 200
+    assert requests.get(f"{server.url}/hold?mb=64", timeout=30).status_code == 200
+    connections = [server.connect() for _ in range(5)]
+    try:
+        # The worker has accepted them once it answers on one of them.
+        connections[-1].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(connections[-1])[0] == 200
+        after = scrape(admin)
+    finally:
+        for sock in connections:
+            sock.close()
+
+    def grew(name: str) -> float:
+        return worker_samples(after, name)[worker] - worker_samples(before, name)[worker]
+
+    assert grew("wharf_worker_cpu_seconds_total") >= 0.45
+    assert grew("wharf_worker_resident_memory_bytes") >= 60 << 20
+    assert grew("wharf_worker_open_fds") >= 5
+    assert worker_samples(after, "wharf_worker_start_time_seconds") == worker_samples(before, "wharf_worker_start_time_seconds")

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, controller};
 use kube::{Api, Client};
@@ -16,6 +17,7 @@ use crate::http::{self, Health};
 use crate::leader::{self, Elector, Gate, Timing};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, live};
+use crate::render::config::ConfigKind;
 use crate::render::{RenderConfig, labels};
 use crate::watches;
 
@@ -118,7 +120,8 @@ async fn control(
         instance: args.identity.clone(),
     };
     let ns = args.namespace.as_deref();
-    let (live, writers) = live::stores();
+    let optional = watches::discover(&client).await;
+    let (live, writers) = live::stores(optional);
     let (apps, app_events) = watches::apps(&client, ns);
     let recorder = Recorder::new(client.clone(), reporter);
     // Lives as long as this function, which runs only while this replica leads; every write of
@@ -136,6 +139,11 @@ async fn control(
             client.clone(),
             RenderConfig {
                 default_injector_image: args.injector_image.clone(),
+                operator_namespace: args
+                    .lease_namespace
+                    .clone()
+                    .or_else(|| args.namespace.clone())
+                    .unwrap_or_else(|| "default".to_owned()),
             },
             recorder,
             metrics,
@@ -144,11 +152,29 @@ async fn control(
         )
         .with_autoscalers(autoscalers),
     );
-    let controller = Controller::for_stream(app_events, apps.clone())
+    let mut controller = Controller::for_stream(app_events, apps.clone())
         .owns_stream(watches::children(&client, ns, writers.deployments))
         .owns_stream(watches::children(&client, ns, writers.services))
         .owns_stream(watches::children(&client, ns, writers.hpas))
         .owns_stream(watches::children(&client, ns, writers.pdbs))
+        .owns_stream(watches::children(&client, ns, writers.ingresses))
+        .owns_stream(watches::children(&client, ns, writers.network_policies))
+        .owns_stream(watches::children(&client, ns, writers.jobs));
+    if let Some(writer) = writers.routes {
+        controller = controller.owns_stream(watches::children(&client, ns, writer));
+    }
+    if let Some(writer) = writers.pod_monitors {
+        controller = controller.owns_stream(watches::children(&client, ns, writer));
+    }
+    let controller = controller
+        .watches_stream(
+            watches::config_metadata::<ConfigMap>(&client, ns, writers.config_maps),
+            watches::referencing(apps.clone(), ConfigKind::ConfigMap),
+        )
+        .watches_stream(
+            watches::config_metadata::<Secret>(&client, ns, writers.secrets),
+            watches::referencing(apps.clone(), ConfigKind::Secret),
+        )
         .with_config(controller::Config::default().concurrency(args.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)

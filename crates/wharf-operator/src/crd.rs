@@ -5,12 +5,17 @@
 //! reconciler depends on, for objects stored before a rule existed.
 
 mod autoscaling;
+mod migrate;
+mod network;
+mod rollout;
+mod routes;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext,
-    ResourceRequirements, SecurityContext, Toleration, TopologySpreadConstraint,
+    Affinity, Container, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext,
+    ResourceRequirements, SecurityContext, Toleration, TopologySpreadConstraint, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -19,6 +24,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use autoscaling::{AutoscalingMetric, AutoscalingSpec, AutoscalingStatus};
+pub use migrate::MigrateSpec;
+pub use network::{MonitoringSpec, NetworkPolicySpec};
+pub use rollout::StrategySpec;
+pub use routes::{IngressSpec, ParentRef, PathType, RouteSpec};
 
 /// The server's app-name rule (`module:attribute`, dotted Python names), compiled in from the
 /// server crate so the CRD and `wharf APP` accept the same names (formatted by the server crate's
@@ -131,8 +140,10 @@ pub struct WsgiAppSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = terse)]
     pub affinity: Option<Affinity>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = terse)]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
@@ -144,9 +155,11 @@ pub struct WsgiAppSpec {
     pub pod_labels: BTreeMap<String, String>,
     /// Replaces the default restricted pod security context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = terse)]
     pub pod_security_context: Option<PodSecurityContext>,
     /// Replaces the default restricted container security context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = terse)]
     pub security_context: Option<SecurityContext>,
     /// The Service in front of the pods.
     #[serde(default)]
@@ -157,6 +170,110 @@ pub struct WsgiAppSpec {
     /// The PodDisruptionBudget; by default one with `maxUnavailable: 1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disruption_budget: Option<DisruptionBudgetSpec>,
+    /// Extra pod volumes (PVCs for uploads, ConfigMap or Secret files); `tmp` and `wharf-runtime`
+    /// are the operator's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(transform = terse)]
+    pub volumes: Vec<Volume>,
+    /// Mounts of `volumes` in the application container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(transform = terse)]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// Init containers run before the application (after the runtime injector, if any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(transform = terse)]
+    pub init_containers: Vec<Container>,
+    /// Extra containers next to the application container in each pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(transform = terse)]
+    pub sidecars: Vec<Container>,
+    /// A patch of the pod template (`metadata`, `spec`), merged last over everything the operator
+    /// renders: objects merge key by key, lists of named items (containers, volumes, env, ...) merge
+    /// by `name`, other lists are replaced, `null` removes a field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub pod_overrides: Option<serde_json::Value>,
+    /// A `networking.k8s.io/v1` Ingress to the Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+    /// A Gateway API HTTPRoute to the Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteSpec>,
+    /// A command run as a Job with the new pod template before the pods roll to it (database
+    /// migrations); the old pods keep serving until it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrate: Option<MigrateSpec>,
+    /// A Prometheus Operator PodMonitor for the pods' admin `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
+    /// A NetworkPolicy: the HTTP port from `from`, the admin port only from the operator's and
+    /// the monitoring namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+    /// Rolling-update bounds of the Deployment.
+    #[serde(default)]
+    pub strategy: StrategySpec,
+    /// Old ReplicaSets kept for `kubectl rollout undo`.
+    #[serde(default = "default_revision_history")]
+    #[schemars(range(min = 0, max = 100))]
+    pub revision_history_limit: i32,
+    /// A rollout making no progress for this long is reported as failed (`Degraded`, `RolloutFailed`).
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 30, max = 86400))]
+    pub progress_deadline_seconds: i32,
+    /// Keep every child as it is and reconcile nothing until this is false again.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_revision_history() -> i32 {
+    5
+}
+fn default_progress_deadline() -> i32 {
+    600
+}
+
+/// Drops the API documentation of embedded Kubernetes types (containers, volumes, affinity) from
+/// the schema, keeping the field's own: with it the CRD grew from 140 to 450 KiB, beyond the
+/// 256 KiB annotation that client-side `kubectl apply` stores. Only string `description`s go, so a
+/// property named `description` would stay.
+fn terse(schema: &mut schemars::Schema) {
+    if let Some(object) = schema.as_object_mut() {
+        for (key, value) in object.iter_mut() {
+            if key != "description" {
+                strip_descriptions(value);
+            }
+        }
+    }
+}
+
+fn strip_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map
+                .get("description")
+                .is_some_and(serde_json::Value::is_string)
+            {
+                map.remove("description");
+            }
+            map.values_mut().for_each(strip_descriptions);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_descriptions),
+        _ => {}
+    }
+}
+
+/// `podOverrides` is checked by the API server when the Deployment is applied, not by this schema:
+/// a full PodTemplateSpec schema would more than double the CRD.
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -376,13 +493,47 @@ pub struct WsgiAppStatus {
     /// Pods passing their readiness probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
-    /// In-cluster URL of the Service.
+    /// The app's URL: the external one (Ingress, else HTTPRoute) when there is one, else `address`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// In-cluster URL of the Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// What `spec.monitoring` produced: the PodMonitor, or why there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<String>,
     /// `Ready`, `Progressing` and `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Volume names of the operator's own (`/tmp`, the injected runtime).
+pub const RESERVED_VOLUMES: &[&str] = &["tmp", "wharf-runtime"];
+/// Container names of the operator's own (the app, the runtime injector, the migration).
+pub const RESERVED_CONTAINERS: &[&str] = &["wharf", "wharf-runtime"];
+
+fn unique<'a>(
+    what: &'static str,
+    names: impl Iterator<Item = &'a str>,
+    reserved: &[&str],
+) -> Result<(), SpecError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in names {
+        if reserved.contains(&name) {
+            return Err(SpecError::ReservedName {
+                what,
+                name: name.to_owned(),
+            });
+        }
+        if !seen.insert(name) {
+            return Err(SpecError::DuplicateName {
+                what,
+                name: name.to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Why a stored spec cannot be rendered even though the schema admitted it.
@@ -398,6 +549,14 @@ pub enum SpecError {
     NoInjectorImage,
     #[error("server.port and server.adminPort are both {0}")]
     PortClash(i32),
+    #[error("{what} name {name:?} is reserved by the operator; rename it")]
+    ReservedName { what: &'static str, name: String },
+    #[error("{what} name {name:?} is used twice")]
+    DuplicateName { what: &'static str, name: String },
+    #[error("volumeMounts[{index}] names volume {name:?}, which is not in spec.volumes")]
+    UnknownVolume { index: usize, name: String },
+    #[error("podOverrides must be an object with metadata and/or spec")]
+    OverridesShape,
 }
 
 impl WsgiAppSpec {
@@ -430,6 +589,37 @@ impl WsgiAppSpec {
         }
         if self.server.port == self.server.admin_port {
             return Err(SpecError::PortClash(self.server.port));
+        }
+        self.check_pod_parts()
+    }
+
+    /// Names the pod must not have twice, and the ones the operator uses itself. Checked here
+    /// rather than in CEL: rules over lists of containers would exceed the API server's CEL cost
+    /// budget.
+    fn check_pod_parts(&self) -> Result<(), SpecError> {
+        unique(
+            "volume",
+            self.volumes.iter().map(|v| v.name.as_str()),
+            RESERVED_VOLUMES,
+        )?;
+        unique(
+            "container",
+            self.sidecars
+                .iter()
+                .chain(&self.init_containers)
+                .map(|c| c.name.as_str()),
+            RESERVED_CONTAINERS,
+        )?;
+        for (index, mount) in self.volume_mounts.iter().enumerate() {
+            if !self.volumes.iter().any(|v| v.name == mount.name) {
+                return Err(SpecError::UnknownVolume {
+                    index,
+                    name: mount.name.clone(),
+                });
+            }
+        }
+        if self.pod_overrides.as_ref().is_some_and(|o| !o.is_object()) {
+            return Err(SpecError::OverridesShape);
         }
         Ok(())
     }

@@ -36,6 +36,15 @@ pub enum Error {
         what: &'static str,
         until: &'static str,
     },
+    #[error(
+        "{field} needs the {kind} kind ({api}), which this cluster does not serve: install {install}, then restart wharf-operator (it looks for the kind at start)"
+    )]
+    MissingCrd {
+        field: &'static str,
+        kind: &'static str,
+        api: &'static str,
+        install: &'static str,
+    },
     #[error("the watches of the children have not listed yet (see the warnings about watches)")]
     NotSynced,
     /// Several children failed; each was still attempted (or held back for a reason given).
@@ -74,12 +83,13 @@ impl Error {
             (Error::Children(errors), _) => errors.first().map_or("ReconcileFailed", Error::reason),
             (
                 Error::Render {
-                    source: RenderError::Spec(_),
+                    source: RenderError::Spec(_) | RenderError::Overrides(_),
                     ..
                 },
                 _,
             )
             | (_, Some(422)) => "InvalidSpec",
+            (Error::MissingCrd { .. }, _) => "MissingCRD",
             (_, Some(409)) => "Conflict",
             (_, Some(403)) => "Forbidden",
             (Error::NotLeader, _) => "NotLeader",
@@ -92,7 +102,7 @@ impl Error {
     pub fn is_permanent(&self) -> bool {
         match self {
             Error::Children(errors) => errors.iter().all(Error::is_permanent),
-            _ => self.reason() == "InvalidSpec",
+            _ => matches!(self.reason(), "InvalidSpec" | "MissingCRD"),
         }
     }
 }

@@ -53,6 +53,11 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        registry.register(
+            "otel_spans_failed",
+            "Trace spans whose export failed (collector unreachable or refusing, TLS error)",
+            crate::telemetry::spans_failed(),
+        );
         let autoscaler = AutoscalerMetrics::default();
         autoscaler.register(&mut registry);
         Metrics {

@@ -23,12 +23,26 @@ pub struct Failure {
     pub message: String,
 }
 
+/// Where the migration of `spec.migrate` stands, while the Deployment waits for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Migration {
+    /// The Job `job` runs, or waits for `older`, a migration Job of an earlier template.
+    Running { job: String, older: Option<String> },
+    /// The Job failed; `message` has its reason and the last log lines.
+    Failed { job: String, message: String },
+}
+
 /// What status computation looks at.
 pub struct Observed<'a> {
     pub generation: Option<i64>,
     pub deployment: Option<&'a Deployment>,
     pub pods: &'a [Pod],
     pub url: Option<String>,
+    pub address: Option<String>,
+    pub monitoring: Option<String>,
+    pub migration: Option<Migration>,
+    /// `spec.paused`: nothing was applied.
+    pub paused: bool,
     pub failure: Option<Failure>,
     /// Conditions currently stored, so unchanged conditions keep their lastTransitionTime.
     pub previous: &'a [Condition],
@@ -40,6 +54,13 @@ pub fn compute(o: &Observed) -> WsgiAppStatus {
     let degraded = o
         .failure
         .clone()
+        .or_else(|| match &o.migration {
+            Some(Migration::Failed { message, .. }) => Some(Failure {
+                reason: "MigrationFailed".to_owned(),
+                message: message.clone(),
+            }),
+            _ => None,
+        })
         .or_else(|| runtime_unsupported(o.pods))
         .or_else(|| match &rollout {
             Rollout::Failed(message) => Some(Failure {
@@ -72,15 +93,49 @@ pub fn compute(o: &Observed) -> WsgiAppStatus {
         ),
         Rollout::Failed(message) => (false, "RolloutFailed", message.clone()),
     };
-    let (progressing, progressing_reason, progressing_message) = match &rollout {
-        Rollout::Missing => (true, "Creating", "creating the Deployment".to_owned()),
-        Rollout::InProgress { why, .. } => (true, why.reason(), why.message()),
-        Rollout::Complete { .. } => (
+    let (progressing, progressing_reason, progressing_message) = match (&rollout, &o.migration) {
+        _ if o.paused => (
             false,
-            "RolloutComplete",
-            "the current revision is rolled out".to_owned(),
+            "Paused",
+            "spec.paused is true: the operator changes nothing until it is false".to_owned(),
         ),
-        Rollout::Failed(message) => (false, "ProgressDeadlineExceeded", message.clone()),
+        (_, Some(Migration::Running { job, older: None })) => (
+            true,
+            "Migrating",
+            format!(
+                "migration Job {job} runs before the pods roll to the new template; the current pods keep serving"
+            ),
+        ),
+        (
+            _,
+            Some(Migration::Running {
+                job,
+                older: Some(older),
+            }),
+        ) => (
+            true,
+            "Migrating",
+            format!(
+                "migration Job {job} waits for {older}, the migration of an earlier template, to finish; the current pods keep serving"
+            ),
+        ),
+        (_, Some(Migration::Failed { job, .. })) => (
+            false,
+            "MigrationFailed",
+            format!(
+                "the pods stay on their current template: migration Job {job} failed (see Degraded); change the spec or delete the Job to try again"
+            ),
+        ),
+        (rollout, None) => match rollout {
+            Rollout::Missing => (true, "Creating", "creating the Deployment".to_owned()),
+            Rollout::InProgress { why, .. } => (true, why.reason(), why.message()),
+            Rollout::Complete { .. } => (
+                false,
+                "RolloutComplete",
+                "the current revision is rolled out".to_owned(),
+            ),
+            Rollout::Failed(message) => (false, "ProgressDeadlineExceeded", message.clone()),
+        },
     };
     let (degraded_status, degraded_reason, degraded_message) = match &degraded {
         Some(f) => (true, f.reason.as_str(), f.message.clone()),
@@ -93,6 +148,8 @@ pub fn compute(o: &Observed) -> WsgiAppStatus {
         replicas: deployment_status.and_then(|s| s.replicas),
         ready_replicas: deployment_status.map(|s| s.ready_replicas.unwrap_or(0)),
         url: o.url.clone(),
+        address: o.address.clone(),
+        monitoring: o.monitoring.clone(),
         conditions: vec![
             condition(o, READY, ready, ready_reason, ready_message),
             condition(
@@ -314,6 +371,10 @@ mod tests {
             deployment,
             pods: &[],
             url: None,
+            address: None,
+            monitoring: None,
+            migration: None,
+            paused: false,
             failure: None,
             previous,
             now: Timestamp::from_second(1_000).expect("timestamp"),

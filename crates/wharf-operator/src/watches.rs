@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use kube::core::{GroupVersionKind, PartialObjectMeta};
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::crd::WsgiApp;
 use crate::error::describe;
+use crate::reconcile::live::Optional;
+use crate::render::config::{ConfigKind, ConfigRef, references};
 use crate::render::labels;
 
 /// Repeated reports of the same watch error are held back this long.
@@ -74,6 +77,79 @@ where
         .boxed()
 }
 
+/// ConfigMaps or Secrets, metadata only (no Secret data in memory), mirrored into `writer`'s store.
+pub(crate) fn config_metadata<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    writer: Writer<PartialObjectMeta<K>>,
+) -> BoxStream<'static, Result<PartialObjectMeta<K>, watcher::Error>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let what = format!("{}s", K::kind(&()));
+    reflector(
+        writer,
+        // An Api of PartialObjectMeta makes metadata-only requests.
+        watcher(
+            api::<PartialObjectMeta<K>>(client, namespace),
+            watcher::Config::default(),
+        )
+        // Only the resourceVersion is read; managed fields are most of a metadata object.
+        .map_ok(|event| event.modify(|meta| meta.managed_fields_mut().clear())),
+    )
+    .default_backoff()
+    .inspect_err(rate_limited_warning(&what))
+    .touched_objects()
+    .boxed()
+}
+
+/// Maps a changed ConfigMap or Secret to the WsgiApps whose pods reference it.
+pub(crate) fn referencing<K>(
+    apps: Store<WsgiApp>,
+    kind: ConfigKind,
+) -> impl Fn(PartialObjectMeta<K>) -> Vec<ObjectRef<WsgiApp>> + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()>,
+{
+    move |meta| {
+        let wanted = ConfigRef {
+            kind,
+            name: meta.name_any(),
+        };
+        let namespace = meta.namespace();
+        apps.state()
+            .iter()
+            .filter(|app| app.namespace() == namespace)
+            .filter(|app| references(&app.spec).contains(&wanted))
+            .map(|app| ObjectRef::from(app.as_ref()))
+            .collect()
+    }
+}
+
+/// Which optional kinds the API server serves; a failed lookup counts as absent (logged).
+pub(crate) async fn discover(client: &Client) -> Optional {
+    let serves = |group: &'static str, kind: &'static str| async move {
+        let gvk = GroupVersionKind::gvk(group, "v1", kind);
+        match kube::discovery::pinned_kind(client, &gvk).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::info!(error = %describe(&error), "{kind} ({group}/v1) not served; its WsgiApp fields will be reported as unavailable");
+                false
+            }
+        }
+    };
+    Optional {
+        routes: serves("gateway.networking.k8s.io", "HTTPRoute").await,
+        pod_monitors: serves("monitoring.coreos.com", "PodMonitor").await,
+    }
+}
+
 fn rate_limited_warning(what: &str) -> impl FnMut(&watcher::Error) + Send + 'static {
     let what = what.to_owned();
     let mut last: Option<(String, Instant)> = None;
@@ -105,5 +181,52 @@ where
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ::http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn discovery_finds_the_served_kinds_only() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let (status, body) = match request.uri().path() {
+                    "/apis/gateway.networking.k8s.io/v1" => (
+                        StatusCode::OK,
+                        json!({"kind": "APIResourceList", "apiVersion": "v1",
+                               "groupVersion": "gateway.networking.k8s.io/v1", "resources": [
+                            {"name": "httproutes", "singularName": "httproute", "namespaced": true,
+                             "kind": "HTTPRoute", "verbs": ["get", "list", "watch", "create", "patch", "delete"]}
+                        ]}),
+                    ),
+                    _ => (
+                        StatusCode::NOT_FOUND,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"}),
+                    ),
+                };
+                let response = Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&body).expect("json")))
+                    .expect("response");
+                send.send_response(response);
+            }
+        });
+        let found = discover(&Client::new(service, "default")).await;
+        assert_eq!(
+            found,
+            Optional {
+                routes: true,
+                pod_monitors: false
+            }
+        );
     }
 }

@@ -115,6 +115,24 @@ fn valid_specs_pass_every_rule() {
         )),
         Vec::<String>::new()
     );
+    let exposed = with(
+        with(
+            base(),
+            "ingress",
+            json!({"hosts": ["shop.example.com", "*.shop.example.com"], "paths": ["/", "/api"]}),
+        ),
+        "route",
+        json!({"parentRefs": [{"name": "gw", "namespace": "infra"}], "hostnames": ["shop.example.org"]}),
+    );
+    assert_eq!(violations(exposed), Vec::<String>::new());
+    assert_eq!(
+        violations(with(
+            base(),
+            "strategy",
+            json!({"maxSurge": 0, "maxUnavailable": 1})
+        )),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -213,6 +231,46 @@ fn each_rule_rejects_its_case() {
                 json!({"minAvailable": 1, "maxUnavailable": 1}),
             ),
             "at most one",
+        ),
+        (
+            with(base(), "ingress", json!({"hosts": ["Shop.Example.com"]})),
+            "ingress.hosts must be lowercase DNS names",
+        ),
+        (
+            with(
+                base(),
+                "ingress",
+                json!({"hosts": ["shop.example.com"], "paths": ["api"]}),
+            ),
+            "ingress.paths must start with /",
+        ),
+        (
+            with(
+                base(),
+                "route",
+                json!({"parentRefs": [{"name": "gw"}], "hostnames": ["a..b"]}),
+            ),
+            "route.hostnames must be lowercase DNS names",
+        ),
+        (
+            with(
+                base(),
+                "route",
+                json!({"parentRefs": [{"name": "gw"}], "paths": ["x"]}),
+            ),
+            "route.paths must start with /",
+        ),
+        (
+            with(
+                base(),
+                "strategy",
+                json!({"maxSurge": 0, "maxUnavailable": "0%"}),
+            ),
+            "cannot both be 0",
+        ),
+        (
+            with(base(), "strategy", json!({"maxSurge": "0%"})),
+            "cannot both be 0",
         ),
     ];
     for (spec, expected) in cases {

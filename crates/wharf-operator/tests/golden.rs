@@ -17,6 +17,7 @@ use wharf_operator::render::{self, Children, RenderConfig, deployment, labels, r
 fn config() -> RenderConfig {
     RenderConfig {
         default_injector_image: Some("registry.example.com/wharf-injector:default".to_owned()),
+        operator_namespace: "wharf-system".to_owned(),
     }
 }
 
@@ -34,15 +35,31 @@ fn doc<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> String {
     format!("---\n{}", serde_saphyr::to_string(&ordered).expect("yaml"))
 }
 
-fn documents(children: &Children) -> String {
-    let mut out = doc(&children.deployment) + &doc(&children.service);
-    if let Some(hpa) = &children.hpa {
-        out += &doc(hpa);
+/// Every rendered child, in apply order: kind, metadata and YAML document.
+fn objects(children: &Children) -> Vec<(String, &ObjectMeta, String)> {
+    fn add<'a, K: Resource<DynamicType = ()> + Serialize>(
+        out: &mut Vec<(String, &'a ObjectMeta, String)>,
+        object: Option<&'a K>,
+    ) {
+        if let Some(object) = object {
+            out.push((K::kind(&()).into_owned(), object.meta(), doc(object)));
+        }
     }
-    if let Some(pdb) = &children.pdb {
-        out += &doc(pdb);
-    }
+    let mut out = Vec::new();
+    add(&mut out, Some(&children.deployment));
+    add(&mut out, Some(&children.service));
+    add(&mut out, children.hpa.as_ref());
+    add(&mut out, children.pdb.as_ref());
+    add(&mut out, children.ingress.as_ref());
+    add(&mut out, children.route.as_ref());
+    add(&mut out, children.pod_monitor.as_ref());
+    add(&mut out, children.network_policy.as_ref());
+    add(&mut out, children.migration.as_ref());
     out
+}
+
+fn documents(children: &Children) -> String {
+    objects(children).into_iter().map(|(_, _, d)| d).collect()
 }
 
 #[test]
@@ -73,26 +90,12 @@ fn rendered_children_match_golden_files() {
     );
 }
 
-fn metas(children: &Children) -> Vec<(&'static str, &ObjectMeta)> {
-    let mut metas = vec![
-        ("Deployment", &children.deployment.metadata),
-        ("Service", &children.service.metadata),
-    ];
-    if let Some(hpa) = &children.hpa {
-        metas.push(("HorizontalPodAutoscaler", &hpa.metadata));
-    }
-    if let Some(pdb) = &children.pdb {
-        metas.push(("PodDisruptionBudget", &pdb.metadata));
-    }
-    metas
-}
-
 #[test]
 fn every_child_is_owned_labelled_and_colocated() {
     for (name, input) in common::cases() {
         let app = common::load(&input);
         let children = render::render(&app, &config()).expect("renders");
-        for (kind, meta) in metas(&children) {
+        for (kind, meta, _) in objects(&children) {
             let owners = meta.owner_references.as_deref().unwrap_or_default();
             assert_eq!(owners.len(), 1, "{name} {kind}");
             let owner = &owners[0];
@@ -241,7 +244,13 @@ fn pod_template_selects_itself_and_drains_gracefully() {
         match app.spec.runtime {
             Runtime::Bundled => {
                 assert_eq!(command, vec!["wharf"], "{name}");
-                assert!(pod.init_containers.is_none(), "{name}");
+                assert!(
+                    !pod.init_containers
+                        .iter()
+                        .flatten()
+                        .any(|c| c.name == runtime::INJECT_VOLUME),
+                    "{name}"
+                );
             }
             Runtime::Injected => {
                 assert!(
@@ -365,4 +374,163 @@ fn injected_mode_without_any_injector_image_is_a_spec_error() {
         pod.init_containers.expect("init")[0].image.as_deref(),
         Some("registry.example.com/wharf-injector:default")
     );
+}
+
+fn realapp() -> WsgiApp {
+    let (_, input) = common::cases()
+        .into_iter()
+        .find(|(n, _)| n == "realapp")
+        .expect("case");
+    common::load(&input)
+}
+
+#[test]
+fn the_migration_job_runs_the_new_template_without_serving() {
+    let app = realapp();
+    let children = render::render(&app, &config()).expect("renders");
+    let template = children.deployment.spec.expect("spec").template;
+    let pod = template.spec.clone().expect("pod");
+    let job = children.migration.expect("a Job with spec.migrate");
+    let job_template = job.spec.expect("job spec").template;
+    let job_pod = job_template.spec.expect("job pod");
+    let hash = deployment::hash_of(&template).expect("hash");
+    assert_eq!(
+        job.metadata.name.as_deref(),
+        Some(format!("shop-migrate-{}", &hash[..8]).as_str())
+    );
+    assert_eq!(
+        job_pod.containers.len(),
+        1,
+        "sidecars would keep the Job running"
+    );
+    let (serving, migrating) = (&pod.containers[0], &job_pod.containers[0]);
+    assert_eq!(
+        migrating.command.as_ref(),
+        app.spec.migrate.as_ref().map(|m| &m.command)
+    );
+    assert_eq!(migrating.args, None);
+    assert_eq!(
+        (
+            &migrating.image,
+            &migrating.env,
+            &migrating.env_from,
+            &migrating.volume_mounts
+        ),
+        (
+            &serving.image,
+            &serving.env,
+            &serving.env_from,
+            &serving.volume_mounts
+        )
+    );
+    assert!(migrating.readiness_probe.is_none() && migrating.ports.is_none());
+    assert_eq!(job_pod.volumes, pod.volumes);
+    assert_eq!(job_pod.init_containers, pod.init_containers);
+    assert_eq!(job_pod.restart_policy.as_deref(), Some("Never"));
+    // Not an app pod: the Service and the PDB do not select it.
+    let job_labels = job_template
+        .metadata
+        .and_then(|m| m.labels)
+        .unwrap_or_default();
+    let selector = labels::selector("shop");
+    assert!(
+        !selector.iter().all(|(k, v)| job_labels.get(k) == Some(v)),
+        "{job_labels:?}"
+    );
+    // Without migrate, no Job.
+    let mut plain = app.clone();
+    plain.spec.migrate = None;
+    assert!(
+        render::render(&plain, &config())
+            .expect("renders")
+            .migration
+            .is_none()
+    );
+}
+
+#[test]
+fn pod_parts_and_overrides_land_in_the_template() {
+    let app = realapp();
+    let children = render::render(&app, &config()).expect("renders");
+    let pod = children
+        .deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod");
+    let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["wharf", "log-shipper"]);
+    let init: Vec<&str> = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(init, ["wait-for-db"]);
+    let volumes: Vec<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(volumes, ["tmp", "uploads", "settings"]);
+    let wharf = &pod.containers[0];
+    let mounts: Vec<&str> = wharf
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(mounts, ["/tmp", "/app/media", "/app/conf"]);
+    // podOverrides: the env entry is appended to the operator's, hostAliases added.
+    let env: Vec<&str> = wharf
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(env, ["OTEL_SDK_DISABLED", "DATABASE_URL", "EXTRA"]);
+    assert_eq!(
+        pod.host_aliases.as_ref().map(|h| h[0].ip.as_str()),
+        Some("10.0.0.10")
+    );
+}
+
+#[test]
+fn pod_overrides_cannot_take_the_pods_out_of_the_selector() {
+    let mut app = realapp();
+    app.spec.pod_overrides = Some(serde_json::json!({
+        "metadata": {"labels": {"app.kubernetes.io/name": "other", "team": "a"}}
+    }));
+    let children = render::render(&app, &config()).expect("renders");
+    let labels_of_pods = children
+        .deployment
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        labels_of_pods.get(labels::NAME).map(String::as_str),
+        Some("shop")
+    );
+    assert_eq!(labels_of_pods.get("team").map(String::as_str), Some("a"));
+}
+
+#[test]
+fn reserved_or_dangling_pod_parts_are_spec_errors() {
+    let spec_error = |app: &WsgiApp| match render::render(app, &config()) {
+        Err(render::RenderError::Spec(e)) => e.to_string(),
+        other => panic!("expected a spec error, got {other:?}"),
+    };
+    let mut app = realapp();
+    app.spec.sidecars[0].name = "wharf".into();
+    assert!(spec_error(&app).contains("\"wharf\" is reserved"));
+    let mut app = realapp();
+    app.spec.volumes[0].name = "tmp".into();
+    assert!(spec_error(&app).contains("\"tmp\" is reserved"));
+    let mut app = realapp();
+    app.spec.volume_mounts[1].name = "nope".into();
+    assert!(spec_error(&app).contains("volumeMounts[1] names volume \"nope\""));
+    let mut app = realapp();
+    app.spec.init_containers[0].name = "log-shipper".into();
+    assert!(spec_error(&app).contains("used twice"));
 }

@@ -48,6 +48,17 @@ struct MockApi {
 }
 
 fn mock(respond: Responder) -> MockApi {
+    // The cluster serves the Gateway API and the Prometheus Operator's CRDs.
+    mock_in(
+        respond,
+        live::Optional {
+            routes: true,
+            pod_monitors: true,
+        },
+    )
+}
+
+fn mock_in(respond: Responder, optional: live::Optional) -> MockApi {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let recorded = calls.clone();
@@ -63,10 +74,18 @@ fn mock(respond: Responder) -> MockApi {
             };
             let (status, answer) = respond(&call);
             recorded.lock().expect("lock").push(call);
+            // A string answer is sent as plain text (pod logs).
+            let (content_type, bytes) = match answer {
+                Value::String(text) => ("text/plain", text.into_bytes()),
+                other => (
+                    "application/json",
+                    serde_json::to_vec(&other).expect("json"),
+                ),
+            };
             let response = Response::builder()
                 .status(status)
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&answer).expect("json")))
+                .header("content-type", content_type)
+                .body(Body::from(bytes))
                 .expect("response");
             send.send_response(response);
         }
@@ -79,20 +98,14 @@ fn mock(respond: Responder) -> MockApi {
             instance: Some("test".into()),
         },
     );
-    let (live, mut writers) = live::stores();
+    let (live, mut writers) = live::stores(optional);
     // Every watch has listed once, and found nothing.
-    writers
-        .deployments
-        .apply_watcher_event(&watcher::Event::InitDone);
-    writers
-        .services
-        .apply_watcher_event(&watcher::Event::InitDone);
-    writers.hpas.apply_watcher_event(&watcher::Event::InitDone);
-    writers.pdbs.apply_watcher_event(&watcher::Event::InitDone);
+    writers.all_listed();
     let ctx = Arc::new(Context::new(
         client,
         RenderConfig {
             default_injector_image: Some("reg/injector:1".into()),
+            operator_namespace: "wharf-system".into(),
         },
         recorder,
         Arc::new(Metrics::default()),
@@ -130,6 +143,31 @@ impl MockApi {
                 .apply_watcher_event(&watcher::Event::Apply(from(object))),
             Some("PodDisruptionBudget") => live
                 .pdbs
+                .apply_watcher_event(&watcher::Event::Apply(from(object))),
+            Some("Ingress") => live
+                .ingresses
+                .apply_watcher_event(&watcher::Event::Apply(from(object))),
+            Some("NetworkPolicy") => live
+                .network_policies
+                .apply_watcher_event(&watcher::Event::Apply(from(object))),
+            Some("Job") => live
+                .jobs
+                .apply_watcher_event(&watcher::Event::Apply(from(object))),
+            Some("HTTPRoute") => live
+                .routes
+                .as_mut()
+                .expect("routes served")
+                .apply_watcher_event(&watcher::Event::Apply(from(object))),
+            Some("PodMonitor") => live
+                .pod_monitors
+                .as_mut()
+                .expect("pod monitors served")
+                .apply_watcher_event(&watcher::Event::Apply(from(object))),
+            Some("ConfigMap") => live
+                .config_maps
+                .apply_watcher_event(&watcher::Event::Apply(from(object))),
+            Some("Secret") => live
+                .secrets
                 .apply_watcher_event(&watcher::Event::Apply(from(object))),
             other => panic!("not a child: {other:?}"),
         }
@@ -849,5 +887,487 @@ async fn external_mirrors_the_count_written_through_the_scale_subresource() {
     assert_eq!(
         status_patch(&calls, "hello").body["status"]["selector"],
         "app.kubernetes.io/instance=hello,app.kubernetes.io/name=hello"
+    );
+}
+
+fn real_app() -> WsgiApp {
+    let mut app = example("realapp");
+    app.spec.migrate = None;
+    app
+}
+
+fn patch_of<'a>(calls: &'a [Call], path: &str) -> &'a Call {
+    calls
+        .iter()
+        .find(|c| c.is(&Method::PATCH, path))
+        .unwrap_or_else(|| panic!("no PATCH of {path} in {calls:#?}"))
+}
+
+#[tokio::test]
+async fn routes_monitoring_and_network_policy_are_applied_and_the_url_is_external() {
+    let api = mock(Arc::new(echo));
+    reconcile::reconcile(Arc::new(real_app()), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    let ingress = patch_of(
+        &calls,
+        "/apis/networking.k8s.io/v1/namespaces/web/ingresses/shop",
+    );
+    assert_eq!(ingress.body["spec"]["tls"][0]["secretName"], "shop-tls");
+    assert!(ingress.query.contains("fieldManager=wharf-operator"));
+    let route = patch_of(
+        &calls,
+        "/apis/gateway.networking.k8s.io/v1/namespaces/web/httproutes/shop",
+    );
+    assert_eq!(route.body["kind"], "HTTPRoute");
+    assert_eq!(route.body["spec"]["rules"][0]["backendRefs"][0]["port"], 80);
+    let monitor = patch_of(
+        &calls,
+        "/apis/monitoring.coreos.com/v1/namespaces/web/podmonitors/shop",
+    );
+    assert_eq!(monitor.body["metadata"]["labels"]["release"], "prometheus");
+    patch_of(
+        &calls,
+        "/apis/networking.k8s.io/v1/namespaces/web/networkpolicies/shop",
+    );
+    assert_eq!(
+        event_reasons(&calls)
+            .iter()
+            .filter(|r| *r == "Normal:Created")
+            .count(),
+        7,
+        "Deployment, Service, PDB, Ingress, NetworkPolicy, HTTPRoute, PodMonitor"
+    );
+    let status = status_patch(&calls, "shop");
+    assert_eq!(status.body["status"]["url"], "https://shop.example.com/");
+    assert_eq!(status.body["status"]["address"], "http://shop.web.svc");
+    assert!(
+        status.body["status"]["monitoring"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("PodMonitor shop scrapes /metrics"),
+        "{}",
+        status.body
+    );
+}
+
+#[tokio::test]
+async fn children_of_removed_fields_are_deleted() {
+    let app = real_app();
+    let uid = json!(app.metadata.uid);
+    let mut plain = app.clone();
+    plain.spec.ingress = None;
+    plain.spec.route = None;
+    plain.spec.monitoring = None;
+    plain.spec.network_policy = None;
+    let api = mock(Arc::new(|call: &Call| match call.method {
+        Method::DELETE => (
+            StatusCode::OK,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ),
+        _ => echo(call),
+    }));
+    for (kind, api_version) in [
+        ("Ingress", "networking.k8s.io/v1"),
+        ("NetworkPolicy", "networking.k8s.io/v1"),
+        ("HTTPRoute", "gateway.networking.k8s.io/v1"),
+        ("PodMonitor", "monitoring.coreos.com/v1"),
+    ] {
+        let mut object = owned_by(&uid, kind, api_version);
+        object["metadata"]["name"] = json!("shop");
+        object["metadata"]["namespace"] = json!("web");
+        object["metadata"]["ownerReferences"][0]["name"] = json!("shop");
+        if kind == "HTTPRoute" {
+            object["spec"] = json!({"parentRefs": [], "rules": []});
+        } else if kind == "PodMonitor" {
+            object["spec"] = json!({"selector": {}, "podMetricsEndpoints": []});
+        }
+        api.sees(&object);
+    }
+    reconcile::reconcile(Arc::new(plain), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let deleted: Vec<String> = api
+        .calls()
+        .iter()
+        .filter(|c| c.method == Method::DELETE)
+        .map(|c| c.path.clone())
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            "/apis/networking.k8s.io/v1/namespaces/web/ingresses/shop",
+            "/apis/networking.k8s.io/v1/namespaces/web/networkpolicies/shop",
+            "/apis/gateway.networking.k8s.io/v1/namespaces/web/httproutes/shop",
+            "/apis/monitoring.coreos.com/v1/namespaces/web/podmonitors/shop",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn without_the_crds_a_route_is_degraded_and_monitoring_says_why() {
+    let api = mock_in(Arc::new(echo), live::Optional::default());
+    let action = reconcile::reconcile(Arc::new(real_app()), api.ctx.clone())
+        .await
+        .expect("reported, not retried hot");
+    assert_eq!(action, Action::requeue(Duration::from_secs(1800)));
+    let calls = api.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.path.contains("httproutes") || c.path.contains("podmonitors")),
+        "{calls:#?}"
+    );
+    // Everything else is still applied.
+    patch_of(&calls, "/deployments/shop");
+    patch_of(&calls, "/ingresses/shop");
+    let status = status_patch(&calls, "shop");
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["reason"], "MissingCRD");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("spec.route needs the HTTPRoute kind (gateway.networking.k8s.io/v1)"),
+        "{degraded}"
+    );
+    assert!(
+        status.body["status"]["monitoring"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(
+                "no PodMonitor: the cluster has no monitoring.coreos.com/v1 PodMonitor CRD"
+            ),
+        "{}",
+        status.body
+    );
+}
+
+#[tokio::test]
+async fn a_paused_app_writes_nothing_but_its_status() {
+    let api = mock(Arc::new(echo));
+    let mut app = real_app();
+    app.spec.paused = true;
+    reconcile::reconcile(Arc::new(app), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    let writes: Vec<&Call> = calls.iter().filter(|c| c.method != Method::GET).collect();
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    let status = status_patch(&calls, "shop");
+    assert_eq!(condition(&status, "Progressing")["reason"], "Paused");
+}
+
+/// Secret `shop-db` as the metadata watch shows it, at `version`.
+fn secret_meta(version: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": "shop-db", "namespace": "web", "resourceVersion": version}})
+}
+
+fn template_annotation(calls: &[Call], key: &str) -> Option<String> {
+    patch_of(calls, "/deployments/shop").body["spec"]["template"]["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_changed_secret_rolls_the_pods_and_its_data_is_read_once_per_version() {
+    let data = Arc::new(Mutex::new("cG9zdGdyZXM6Ly9h".to_owned()));
+    let served = data.clone();
+    let api = mock(Arc::new(move |call: &Call| {
+        if call.is(&Method::GET, "/api/v1/namespaces/web/secrets/shop-db") {
+            let url = served.lock().expect("lock").clone();
+            return (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shop-db"}, "data": {"url": url}}),
+            );
+        }
+        echo(call)
+    }));
+    api.sees(&secret_meta("10"));
+    let app = Arc::new(real_app());
+    let reads = |calls: &[Call]| {
+        calls
+            .iter()
+            .filter(|c| c.is(&Method::GET, "/secrets/shop-db"))
+            .count()
+    };
+
+    reconcile::reconcile(app.clone(), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    assert_eq!(reads(&calls), 1);
+    let first = template_annotation(&calls, "wharf.dev/config-hash").expect("config hash");
+    let first_template = template_annotation(&calls, "wharf.dev/pod-template-hash");
+    api.forget_calls();
+
+    // Same resourceVersion: no read, same hash.
+    reconcile::reconcile(app.clone(), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    assert_eq!(reads(&calls), 0, "{calls:#?}");
+    assert_eq!(
+        template_annotation(&calls, "wharf.dev/config-hash"),
+        Some(first.clone())
+    );
+    api.forget_calls();
+
+    // The Secret's content changes: read again, new hash, new template.
+    *data.lock().expect("lock") = "cG9zdGdyZXM6Ly9i".to_owned();
+    api.sees(&secret_meta("11"));
+    reconcile::reconcile(app.clone(), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    assert_eq!(reads(&calls), 1);
+    let second = template_annotation(&calls, "wharf.dev/config-hash").expect("config hash");
+    assert_ne!(second, first);
+    assert_ne!(
+        template_annotation(&calls, "wharf.dev/pod-template-hash"),
+        first_template
+    );
+}
+
+/// The migration Job `job` (as the watch shows it) with a condition, or none while it runs.
+fn migration_job(app: &WsgiApp, job: &Value, condition: Option<(&str, &str)>) -> Value {
+    let mut job = job.clone();
+    job["metadata"]["uid"] = json!("job-uid");
+    job["metadata"]["ownerReferences"][0]["uid"] = json!(app.metadata.uid);
+    if let Some((type_, reason)) = condition {
+        job["status"] = json!({"conditions": [{"type": type_, "status": "True", "reason": reason,
+                                "message": "Job has reached the specified backoff limit"}]});
+    }
+    job
+}
+
+#[tokio::test]
+async fn the_deployment_rolls_only_after_its_migration_succeeded() {
+    let api = mock(Arc::new(|call: &Call| {
+        if call.is(&Method::GET, "/api/v1/namespaces/web/pods") {
+            assert!(call.query.contains("job-name"), "{call:?}");
+            return (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+                    {"metadata": {"name": "shop-migrate-1-abcde", "creationTimestamp": "2026-01-01T00:00:00Z"}}
+                ]}),
+            );
+        }
+        if call.is(&Method::GET, "/pods/shop-migrate-1-abcde/log") {
+            assert!(call.query.contains("tailLines=10"), "{call:?}");
+            return (
+                StatusCode::OK,
+                json!(
+                    "Applying shop.0002_orders...\ndjango.db.utils.OperationalError: no such column"
+                ),
+            );
+        }
+        echo(call)
+    }));
+    let app = example("realapp");
+    let app_arc = Arc::new(app.clone());
+
+    // A new template: the Job is created, the Deployment is not touched.
+    reconcile::reconcile(app_arc.clone(), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    let job_call = calls
+        .iter()
+        .find(|c| {
+            c.method == Method::PATCH
+                && c.path
+                    .contains("/apis/batch/v1/namespaces/web/jobs/shop-migrate-")
+        })
+        .unwrap_or_else(|| panic!("no Job applied: {calls:#?}"))
+        .clone();
+    let job_spec = &job_call.body["spec"]["template"]["spec"];
+    assert_eq!(
+        job_spec["containers"][0]["command"],
+        json!(["python", "manage.py", "migrate", "--noinput"])
+    );
+    assert_eq!(
+        job_spec["containers"].as_array().map(Vec::len),
+        Some(1),
+        "no sidecars"
+    );
+    assert_eq!(job_spec["restartPolicy"], "Never");
+    assert!(
+        !calls.iter().any(|c| c.path.contains("/deployments/")),
+        "{calls:#?}"
+    );
+    patch_of(&calls, "/services/shop");
+    let status = status_patch(&calls, "shop");
+    assert_eq!(condition(&status, "Progressing")["reason"], "Migrating");
+    api.forget_calls();
+
+    // It fails: Degraded with the Job's reason and the pod's last log lines; still no Deployment.
+    api.sees(&migration_job(
+        &app,
+        &job_call.body,
+        Some(("Failed", "BackoffLimitExceeded")),
+    ));
+    reconcile::reconcile(app_arc.clone(), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    assert!(
+        !calls.iter().any(|c| c.path.contains("/deployments/")),
+        "{calls:#?}"
+    );
+    let status = status_patch(&calls, "shop");
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["reason"], "MigrationFailed");
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("(BackoffLimitExceeded: Job has reached the specified backoff limit)"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("OperationalError: no such column"),
+        "{message}"
+    );
+    assert_eq!(warnings(&calls), vec!["Warning:MigrationFailed"]);
+    api.forget_calls();
+
+    // Once the failure is in the status, the logs are not read again.
+    let failed = with_status(app.clone(), &status);
+    reconcile::reconcile(Arc::new(failed), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    assert!(!calls.iter().any(|c| c.path.contains("/log")), "{calls:#?}");
+    api.forget_calls();
+
+    // It succeeds: now the Deployment gets the new template.
+    api.sees(&migration_job(
+        &app,
+        &job_call.body,
+        Some(("Complete", "Completed")),
+    ));
+    reconcile::reconcile(app_arc, api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    let deployment = patch_of(&calls, "/deployments/shop");
+    let hash = deployment.body["spec"]["template"]["metadata"]["annotations"]["wharf.dev/pod-template-hash"]
+        .as_str()
+        .expect("template hash");
+    assert!(
+        job_call
+            .path
+            .ends_with(&format!("shop-migrate-{}", &hash[..8])),
+        "{}",
+        job_call.path
+    );
+    assert_ne!(
+        condition(&status_patch(&calls, "shop"), "Progressing")["reason"],
+        "Migrating"
+    );
+}
+
+fn migrating_hello() -> WsgiApp {
+    let mut app = example("minimal");
+    app.spec.migrate = Some(
+        serde_json::from_value(json!({"command": ["./migrate"], "historyLimit": 2}))
+            .expect("migrate"),
+    );
+    app
+}
+
+/// An earlier migration Job of `app`, created at `minute`, finished or not.
+fn old_job(app: &WsgiApp, hash: &str, minute: u32, finished: bool) -> Value {
+    let mut job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {
+            "name": format!("hello-migrate-{hash}"), "namespace": "default",
+            "creationTimestamp": format!("2026-01-01T00:{minute:02}:00Z"),
+            "labels": {"wharf.dev/template-hash": hash},
+            "ownerReferences": [{"apiVersion": "wharf.dev/v1alpha1", "kind": "WsgiApp", "name": "hello",
+                                 "uid": app.metadata.uid, "controller": true}]
+        },
+        "spec": {"template": {"spec": {"containers": []}}}
+    });
+    if finished {
+        job["status"] = json!({"conditions": [{"type": "Complete", "status": "True"}]});
+    }
+    job
+}
+
+fn deleted_jobs(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.method == Method::DELETE && c.path.contains("/jobs/"))
+        .map(|c| c.path.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn finished_migrations_beyond_the_history_limit_are_deleted_running_ones_never() {
+    let app = migrating_hello();
+    let api = mock(Arc::new(|call: &Call| match call.method {
+        Method::DELETE => (
+            StatusCode::OK,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ),
+        _ => echo(call),
+    }));
+    // The Deployment already runs the rendered template: nothing to migrate.
+    let rendered = wharf_operator::render::render(&app, &api.ctx.render).expect("renders");
+    let mut deployment = serde_json::to_value(&rendered.deployment).expect("json");
+    deployment["apiVersion"] = json!("apps/v1");
+    deployment["kind"] = json!("Deployment");
+    api.sees(&deployment);
+    for (hash, minute, finished) in [
+        ("0000000a", 1, true),
+        ("0000000b", 2, true),
+        ("0000000c", 3, false),
+        ("0000000d", 4, true),
+        ("0000000e", 5, true),
+    ] {
+        api.sees(&old_job(&app, hash, minute, finished));
+    }
+    reconcile::reconcile(Arc::new(app), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    assert_eq!(
+        deleted_jobs(&calls),
+        ["hello-migrate-0000000b", "hello-migrate-0000000a"],
+        "the newest two finished ones stay, the running one too"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.method == Method::PATCH && c.path.contains("/jobs/")),
+        "{calls:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_migration_waits_for_an_older_one_still_running() {
+    let app = migrating_hello();
+    let api = mock(Arc::new(echo));
+    api.sees(&old_job(&app, "0000000c", 3, false));
+    reconcile::reconcile(Arc::new(app), api.ctx.clone())
+        .await
+        .expect("reconciles");
+    let calls = api.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.path.contains("/jobs/") || c.path.contains("/deployments/")),
+        "{calls:#?}"
+    );
+    let progressing = condition(&status_patch(&calls, "hello"), "Progressing").clone();
+    assert_eq!(progressing["reason"], "Migrating");
+    assert!(
+        progressing["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("waits for hello-migrate-0000000c"),
+        "{progressing}"
     );
 }

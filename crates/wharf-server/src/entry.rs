@@ -28,7 +28,7 @@ pub(crate) fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             return 2;
         }
     };
-    if let Err(message) = logging::init(config) {
+    if let Err(message) = logging::init(config, handoff.as_ref().map(|h| h.worker_id)) {
         eprintln!("wharf: error: {message}");
         return 2;
     }

@@ -21,15 +21,16 @@ use crate::config::Config;
 use crate::entry;
 use crate::error::StartError;
 use crate::http::{AccessLog, Drained, Limits, Listener, Server, Shared, Timeouts};
-use crate::observe::{Snapshot, Tracing, WorkerMetrics};
+use crate::observe::{Snapshot, Started, Tracing, WorkerMetrics};
 use crate::process::{ControlClient, Handoff, WorkerMessage};
 use crate::wsgi::{self, AppContext, EnvironSettings, EnvironTemplate, ErrorStream, FileWrapper, Pool, WsgiInput};
 
 /// Runs this process as worker `handoff.worker_id`; returns the process exit code.
 pub(crate) fn serve_worker(py: Python<'_>, config: &Config, handoff: Handoff) -> Result<i32, StartError> {
+    let started = Started::now();
     limit_malloc_arenas();
     let worker = Worker::assemble(py, config, &handoff)?;
-    let (drained, runtime, pool) = worker.run(py, config, handoff.worker_id)?;
+    let (drained, runtime, pool) = worker.run(py, config, started)?;
     finish(py, drained, runtime, pool, config.graceful_timeout)
 }
 
@@ -102,7 +103,7 @@ impl Worker {
         self,
         py: Python<'_>,
         config: &Config,
-        worker_id: u32,
+        started: Started,
     ) -> Result<(Drained, tokio::runtime::Runtime, Pool), StartError> {
         let Worker { runtime, listeners, control_fd, pool, outbox, watchdog, metrics, access_log, otel } = self;
         let queue = pool.queue();
@@ -116,8 +117,9 @@ impl Worker {
                     let (metrics, queue, otel, log) =
                         (Arc::clone(&metrics), Arc::clone(&queue), otel.clone(), access_log.clone());
                     move || {
-                        let spans_dropped = otel.as_ref().map_or(0, |t| t.dropped());
-                        metrics.snapshot(queue.load(), spans_dropped, log.as_ref().map_or(0, AccessLog::dropped))
+                        let spans = otel.as_ref().map_or((0, 0), |t| (t.dropped(), t.failed()));
+                        let log_dropped = log.as_ref().map_or(0, AccessLog::dropped);
+                        metrics.snapshot(queue.load(), spans, log_dropped, started.sample())
                     }
                 };
                 let control = start_control(control_fd, Arc::clone(&served), snapshot.clone(), stop_tx)?;
@@ -138,6 +140,7 @@ impl Worker {
                     trace_query: config.trace_query,
                     trusted_proxies: config.forwarded_allow_ips.clone(),
                     io_timeout: config.io_timeout,
+                    log_query: config.log_query,
                 });
                 tokio::spawn(async move { outbox.deliver().await });
                 if let Some(dog) = watchdog {
@@ -157,7 +160,7 @@ impl Worker {
                 if let Some(control) = &shared.control {
                     control.send(WorkerMessage::Ready);
                 }
-                tracing::info!(worker = worker_id, pid = std::process::id(), app = %config.app, "worker serving");
+                tracing::info!(app = %config.app, "worker serving");
                 let drained = server.run(listeners, stop_rx, config.graceful_timeout).await;
                 if let Some(otel) = &otel {
                     // Bounded (a few seconds) even when the collector hangs.
@@ -230,9 +233,14 @@ async fn watch_timeouts(dog: Arc<Watchdog>) {
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
-        let expired = dog.expire_overdue();
-        if expired > 0 {
-            tracing::error!(expired, timeout = ?dog.timeout, "request exceeded --timeout: answered 504");
+        for expired in dog.expire_overdue() {
+            let (request, timeout) = (&expired.request, dog.timeout.as_secs_f64());
+            tracing::error!(
+                method = %request.method,
+                path = %request.path,
+                "request still running after {:.1} s, over --timeout {timeout} s: answered 504; the worker will be replaced",
+                expired.ran.as_secs_f64(),
+            );
         }
     }
 }

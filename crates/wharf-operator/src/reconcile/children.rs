@@ -14,12 +14,14 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::live::key;
+use super::migration;
 use super::unchanged::{self, Verdict};
 use super::{Context, publish};
 use crate::autoscale::{handover, scale};
 use crate::crd::WsgiApp;
 use crate::error::Error;
 use crate::render::{Children, labels};
+use crate::status::Migration;
 
 /// Outcome of applying the set.
 pub(crate) struct Applied {
@@ -27,24 +29,51 @@ pub(crate) struct Applied {
     /// it exists.
     pub(crate) deployment: Option<Arc<Deployment>>,
     pub(crate) errors: Vec<Error>,
+    /// Set while the Deployment waits for `spec.migrate`'s Job.
+    pub(crate) migration: Option<Migration>,
+    /// What `spec.monitoring` produced, for `status.monitoring`.
+    pub(crate) monitoring: Option<String>,
 }
 
 pub(crate) async fn apply(ctx: &Context, app: &WsgiApp, children: &Children) -> Applied {
+    let name = app.name_any();
+    let namespace = app.namespace().unwrap_or_default();
+    // The migration runs before the Deployment gets the template it migrates to.
+    let gate = migration::gate(ctx, app, children).await;
+    let mut errors = Vec::new();
+    let deployment = if gate.holds() {
+        None
+    } else {
+        apply_workload(ctx, app, children, &mut errors).await
+    };
+    errors.extend(gate.errors);
+    apply_others(ctx, app, children, &mut errors).await;
+    let monitoring = monitoring(ctx, app, children, &mut errors).await;
+    let deployment = deployment.or_else(|| ctx.live.deployments.get(&key(&name, &namespace)));
+    Applied {
+        deployment,
+        errors,
+        migration: gate.migration,
+        monitoring,
+    }
+}
+
+/// The Deployment and the HPA, in an order in which they never both own `spec.replicas`.
+async fn apply_workload(
+    ctx: &Context,
+    app: &WsgiApp,
+    children: &Children,
+    errors: &mut Vec<Error>,
+) -> Option<Arc<Deployment>> {
     let live = &ctx.live;
     let name = app.name_any();
-    let mut errors = Vec::new();
     // Before the Deployment is applied without `spec.replicas`, its current count gets another
     // owner; if that fails, applying it would drop the field and the pods with it.
     if let Err(error) = hand_over(ctx, app, children).await {
-        let deployment = live
-            .deployments
-            .get(&key(&name, &app.namespace().unwrap_or_default()));
-        return Applied {
-            deployment,
-            errors: vec![error],
-        };
+        errors.push(error);
+        return None;
     }
-    let deployment = match &children.hpa {
+    match &children.hpa {
         // Deployment first: the rendered one leaves `spec.replicas` out, so the HPA does not find
         // it owned by us. If that fails, no HPA either: it would fight the fixed count.
         Some(hpa) => match ensure(ctx, app, &live.deployments, &children.deployment).await {
@@ -78,22 +107,96 @@ pub(crate) async fn apply(ctx: &Context, app: &WsgiApp, children: &Children) -> 
                 None
             }
         },
-    };
-    if let Err(error) = ensure(ctx, app, &live.services, &children.service).await {
-        errors.push(error);
     }
-    let pdb = match &children.pdb {
-        Some(pdb) => ensure(ctx, app, &live.pdbs, pdb).await.map(drop),
-        None => remove(ctx, app, &live.pdbs, &name).await,
-    };
-    if let Err(error) = pdb {
-        errors.push(error);
+}
+
+/// Every other child: each attempted, whatever happened to the rest.
+async fn apply_others(ctx: &Context, app: &WsgiApp, children: &Children, errors: &mut Vec<Error>) {
+    let live = &ctx.live;
+    let name = app.name_any();
+    let results = [
+        ensure(ctx, app, &live.services, &children.service)
+            .await
+            .map(drop),
+        ensure_or_remove(ctx, app, &live.pdbs, children.pdb.as_ref(), &name).await,
+        ensure_or_remove(ctx, app, &live.ingresses, children.ingress.as_ref(), &name).await,
+        ensure_or_remove(
+            ctx,
+            app,
+            &live.network_policies,
+            children.network_policy.as_ref(),
+            &name,
+        )
+        .await,
+        match (&live.routes, &children.route) {
+            (Some(store), route) => ensure_or_remove(ctx, app, store, route.as_ref(), &name).await,
+            (None, Some(_)) => Err(Error::MissingCrd {
+                field: "spec.route",
+                kind: "HTTPRoute",
+                api: "gateway.networking.k8s.io/v1",
+                install: "the Gateway API CRDs",
+            }),
+            (None, None) => Ok(()),
+        },
+    ];
+    errors.extend(results.into_iter().filter_map(Result::err));
+}
+
+/// Applies or prunes the PodMonitor; says in `status.monitoring` what came of `spec.monitoring`.
+async fn monitoring(
+    ctx: &Context,
+    app: &WsgiApp,
+    children: &Children,
+    errors: &mut Vec<Error>,
+) -> Option<String> {
+    let name = app.name_any();
+    match (&ctx.live.pod_monitors, &children.pod_monitor) {
+        (Some(store), Some(monitor)) => match ensure(ctx, app, store, monitor).await {
+            Ok(_) => Some(format!(
+                "PodMonitor {name} scrapes /metrics on the pods' admin port every {}",
+                monitor
+                    .spec
+                    .pod_metrics_endpoints
+                    .first()
+                    .map_or("30s", |e| e.interval.as_str())
+            )),
+            Err(error) => {
+                errors.push(error);
+                None
+            }
+        },
+        (Some(store), None) => {
+            if let Err(error) = remove(ctx, app, store, &name).await {
+                errors.push(error);
+            }
+            None
+        }
+        // The app serves fine without it: said in the status, not Degraded.
+        (None, Some(_)) => Some(
+            "no PodMonitor: the cluster has no monitoring.coreos.com/v1 PodMonitor CRD; install the Prometheus Operator, then restart wharf-operator".to_owned(),
+        ),
+        (None, None) => None,
     }
-    let deployment = deployment.or_else(|| {
-        live.deployments
-            .get(&key(&name, &app.namespace().unwrap_or_default()))
-    });
-    Applied { deployment, errors }
+}
+
+async fn ensure_or_remove<K>(
+    ctx: &Context,
+    app: &WsgiApp,
+    store: &Store<K>,
+    desired: Option<&K>,
+    name: &str,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    match desired {
+        Some(desired) => ensure(ctx, app, store, desired).await.map(drop),
+        None => remove(ctx, app, store, name).await,
+    }
 }
 
 /// Pins the Deployment's current replica count under the autoscaler's field manager when the
@@ -115,7 +218,7 @@ async fn hand_over(ctx: &Context, app: &WsgiApp, children: &Children) -> Result<
 
 /// Server-side apply of `desired`, forcing ownership of the fields we set (the operator is their
 /// source of truth), unless the watched copy shows it would change nothing.
-async fn ensure<K>(
+pub(crate) async fn ensure<K>(
     ctx: &Context,
     app: &WsgiApp,
     store: &Store<K>,
@@ -197,7 +300,12 @@ where
 
 /// Deletes `name` if (and only if) the watched copy exists and is controlled by `app`: an object of
 /// the same name created by someone else is left alone.
-async fn remove<K>(ctx: &Context, app: &WsgiApp, store: &Store<K>, name: &str) -> Result<(), Error>
+pub(crate) async fn remove<K>(
+    ctx: &Context,
+    app: &WsgiApp,
+    store: &Store<K>,
+    name: &str,
+) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone

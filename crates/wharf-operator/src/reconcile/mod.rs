@@ -3,7 +3,9 @@
 //! skipped ([`unchanged`]), so a settled app costs no API request.
 
 mod children;
+mod config;
 pub mod live;
+mod migration;
 mod unchanged;
 
 use std::collections::HashMap;
@@ -24,8 +26,8 @@ use crate::crd::{Runtime, WsgiApp, WsgiAppStatus};
 use crate::error::Error;
 use crate::leader::Gate;
 use crate::metrics::Metrics;
-use crate::render::{self, RenderConfig, labels};
-use crate::status::{self, Failure, Observed};
+use crate::render::{self, Current, RenderConfig, labels};
+use crate::status::{self, Failure, Migration, Observed};
 use live::Live;
 
 /// Re-check interval once an app is settled: catches drift the watches missed.
@@ -56,6 +58,8 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<WsgiApp>, u32>>,
     /// Consecutive unsettled re-checks per WsgiApp, of its current generation.
     unsettled: Mutex<HashMap<ObjectRef<WsgiApp>, Unsettled>>,
+    /// Digests of the referenced ConfigMaps and Secrets, by resourceVersion.
+    digests: config::Digests,
 }
 
 impl Context {
@@ -77,6 +81,7 @@ impl Context {
             autoscalers: None,
             failures: Mutex::new(HashMap::new()),
             unsettled: Mutex::new(HashMap::new()),
+            digests: config::Digests::default(),
         }
     }
 
@@ -185,6 +190,16 @@ pub fn error_policy(app: Arc<WsgiApp>, _error: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(ctx.backoff(&app))
 }
 
+/// What one reconcile did, for the status.
+struct Outcome {
+    deployment: Option<Arc<k8s_openapi::api::apps::v1::Deployment>>,
+    errors: Vec<Error>,
+    url: Option<String>,
+    address: Option<String>,
+    monitoring: Option<String>,
+    migration: Option<Migration>,
+}
+
 /// Applies and records the status; `Ok(settled)` or the errors, already shown in the status.
 async fn reconcile_app(app: &WsgiApp, ctx: &Context) -> Result<bool, Error> {
     ctx.live.synced(SYNC_WAIT).await?;
@@ -192,34 +207,32 @@ async fn reconcile_app(app: &WsgiApp, ctx: &Context) -> Result<bool, Error> {
         &app.name_any(),
         &app.namespace().unwrap_or_default(),
     ));
-    let current = existing
-        .as_ref()
-        .and_then(|d| d.spec.as_ref())
-        .and_then(|s| s.replicas);
-    let (deployment, mut errors, url) = match render::render_over(app, &ctx.render, current) {
-        Ok(children) => {
-            let applied = children::apply(ctx, app, &children).await;
-            if let Some(autoscalers) = &ctx.autoscalers
-                && applied.errors.is_empty()
-            {
-                autoscalers.sync(app);
-            }
-            (applied.deployment, applied.errors, Some(children.url))
+    let previous = app.status.clone().unwrap_or_default();
+    let Outcome {
+        deployment,
+        mut errors,
+        url,
+        address,
+        monitoring,
+        migration,
+    } = if app.spec.paused {
+        // Everything stays as it is; only the status tells what the children look like.
+        Outcome {
+            deployment: existing,
+            errors: Vec::new(),
+            url: previous.url.clone(),
+            address: previous.address.clone(),
+            monitoring: previous.monitoring.clone(),
+            migration: None,
         }
-        Err(source) => (
-            existing,
-            vec![Error::Render {
-                app: render::display_name(app),
-                source,
-            }],
-            app.status.as_ref().and_then(|s| s.url.clone()),
-        ),
+    } else {
+        apply(app, ctx, existing).await
     };
     if errors.iter().any(|e| matches!(e, Error::NotLeader)) {
         return Err(Error::NotLeader);
     }
     // Only the injected runtime leaves a verdict in the termination log worth reading.
-    let pods = if app.spec.runtime == Runtime::Injected && errors.is_empty() {
+    let pods = if app.spec.runtime == Runtime::Injected && errors.is_empty() && !app.spec.paused {
         list_pods(ctx, app).await.unwrap_or_else(|error| {
             errors.push(error);
             Vec::new()
@@ -233,12 +246,15 @@ async fn reconcile_app(app: &WsgiApp, ctx: &Context) -> Result<bool, Error> {
         _ => Some(Error::Children(errors)),
     };
 
-    let previous = app.status.clone().unwrap_or_default();
     let mut status = status::compute(&Observed {
         generation: app.metadata.generation,
         deployment: deployment.as_deref(),
         pods: &pods,
         url,
+        address,
+        monitoring,
+        migration,
+        paused: app.spec.paused,
         failure: error.as_ref().map(|e| Failure {
             reason: e.reason().to_owned(),
             message: e.to_string(),
@@ -286,6 +302,70 @@ async fn reconcile_app(app: &WsgiApp, ctx: &Context) -> Result<bool, Error> {
         Some(error) => Err(error),
         None => Ok(status::is_settled(&status)),
     }
+}
+
+/// Renders with what the cluster holds, applies the set, and starts or updates the autoscaler.
+async fn apply(
+    app: &WsgiApp,
+    ctx: &Context,
+    existing: Option<Arc<k8s_openapi::api::apps::v1::Deployment>>,
+) -> Outcome {
+    let stored = app.status.clone().unwrap_or_default();
+    let failed = |error: Error, existing| Outcome {
+        deployment: existing,
+        errors: vec![error],
+        url: stored.url.clone(),
+        address: stored.address.clone(),
+        monitoring: stored.monitoring.clone(),
+        migration: None,
+    };
+    let config_hash = match config::config_hash(ctx, app).await {
+        Ok(hash) => hash,
+        Err(error) => return failed(error, existing),
+    };
+    let current = Current {
+        replicas: existing
+            .as_ref()
+            .and_then(|d| d.spec.as_ref())
+            .and_then(|s| s.replicas),
+        config_hash,
+    };
+    match render::render_over(app, &ctx.render, current) {
+        Ok(children) => {
+            let applied = children::apply(ctx, app, &children).await;
+            if let Some(autoscalers) = &ctx.autoscalers
+                && applied.errors.is_empty()
+            {
+                autoscalers.sync(app);
+            }
+            Outcome {
+                deployment: applied.deployment,
+                errors: applied.errors,
+                url: Some(children.url),
+                address: Some(children.address),
+                monitoring: applied.monitoring,
+                migration: applied.migration,
+            }
+        }
+        Err(source) => failed(
+            Error::Render {
+                app: render::display_name(app),
+                source,
+            },
+            existing,
+        ),
+    }
+}
+
+/// The stored `Degraded` message, when it is about `what` (e.g. a failed migration Job already
+/// described).
+fn status_message_mentions(app: &WsgiApp, what: &str) -> Option<String> {
+    app.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::DEGRADED && c.status == "True" && c.message.contains(what))
+        .map(|c| c.message.clone())
 }
 
 async fn list_pods(ctx: &Context, app: &WsgiApp) -> Result<Vec<Pod>, Error> {
@@ -356,7 +436,6 @@ mod tests {
     use http::{Request, Response};
     use kube::client::Body;
     use kube::runtime::events::Reporter;
-    use kube::runtime::watcher;
 
     use super::*;
 
@@ -371,15 +450,8 @@ mod tests {
             seen
         });
         let client = Client::new(service, "default");
-        let (live, mut writers) = live::stores();
-        writers
-            .deployments
-            .apply_watcher_event(&watcher::Event::InitDone);
-        writers
-            .services
-            .apply_watcher_event(&watcher::Event::InitDone);
-        writers.hpas.apply_watcher_event(&watcher::Event::InitDone);
-        writers.pdbs.apply_watcher_event(&watcher::Event::InitDone);
+        let (live, mut writers) = live::stores(live::Optional::default());
+        writers.all_listed();
         let recorder = Recorder::new(
             client.clone(),
             Reporter {

@@ -24,11 +24,7 @@ pub(crate) enum Verdict {
 /// Adds the digest annotation to a rendered object (as JSON) and returns the digest.
 pub(crate) fn stamp(body: &mut Value) -> String {
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let digest: String = Sha256::digest(&bytes)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = crate::render::short_hex(&Sha256::digest(&bytes));
     if let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) {
         let annotations = metadata
             .entry("annotations")

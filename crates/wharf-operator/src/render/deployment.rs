@@ -14,13 +14,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use super::{RenderError, Target, labels, object_meta, runtime};
+use super::{RenderError, Target, labels, object_meta, overrides, runtime};
 use crate::autoscale::handover;
 use crate::crd::{Runtime, TracingSpec};
 
 pub const CONTAINER: &str = "wharf";
 /// Annotation on the pod template carrying a digest of everything else in it.
 pub const TEMPLATE_HASH: &str = "wharf.dev/pod-template-hash";
+/// Annotation on the pod template carrying a digest of the referenced ConfigMaps' and Secrets'
+/// data, so a change of their content rolls the pods.
+pub const CONFIG_HASH: &str = "wharf.dev/config-hash";
 /// Margin on top of shutdown delay + graceful timeout before the kubelet sends SIGKILL.
 const KILL_MARGIN_SECONDS: i64 = 5;
 const TMP_VOLUME: &str = "tmp";
@@ -39,12 +42,12 @@ pub fn render(t: &Target) -> Result<Deployment, RenderError> {
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".to_owned()),
                 rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::String("25%".to_owned())),
-                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(spec.strategy.max_surge.clone()),
+                    max_unavailable: Some(spec.strategy.max_unavailable.clone()),
                 }),
             }),
-            revision_history_limit: Some(5),
-            progress_deadline_seconds: Some(600),
+            revision_history_limit: Some(spec.revision_history_limit),
+            progress_deadline_seconds: Some(spec.progress_deadline_seconds),
             template: pod_template(t)?,
             ..DeploymentSpec::default()
         }),
@@ -52,6 +55,7 @@ pub fn render(t: &Target) -> Result<Deployment, RenderError> {
     })
 }
 
+/// The pod template, with `podOverrides` applied last and both hash annotations set.
 fn pod_template(t: &Target) -> Result<PodTemplateSpec, RenderError> {
     let spec = &t.app.spec;
     let mut pod_labels = spec.pod_labels.clone();
@@ -63,17 +67,21 @@ fn pod_template(t: &Target) -> Result<PodTemplateSpec, RenderError> {
         empty_dir: Some(Default::default()),
         ..Volume::default()
     }];
-    let mut init_containers = None;
+    let mut init_containers = Vec::new();
     if spec.runtime == Runtime::Injected
         && let Some(image) = spec.injector_image(t.config.default_injector_image.as_deref())
     {
-        init_containers = Some(vec![runtime::init_container(t, image, &container)]);
+        init_containers.push(runtime::init_container(t, image, &container));
         volumes.push(runtime::volume());
     }
+    init_containers.extend(spec.init_containers.iter().cloned());
+    volumes.extend(spec.volumes.iter().cloned());
+    let mut containers = vec![container];
+    containers.extend(spec.sidecars.iter().cloned());
 
     let pod_spec = PodSpec {
-        containers: vec![container],
-        init_containers,
+        containers,
+        init_containers: non_empty(init_containers),
         volumes: Some(volumes),
         service_account_name: spec.service_account_name.clone(),
         image_pull_secrets: non_empty(spec.image_pull_secrets.clone()),
@@ -93,7 +101,7 @@ fn pod_template(t: &Target) -> Result<PodTemplateSpec, RenderError> {
         ),
         ..PodSpec::default()
     };
-    let mut template = PodTemplateSpec {
+    let template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(pod_labels),
             annotations: (!spec.pod_annotations.is_empty()).then(|| spec.pod_annotations.clone()),
@@ -101,6 +109,20 @@ fn pod_template(t: &Target) -> Result<PodTemplateSpec, RenderError> {
         }),
         spec: Some(pod_spec),
     };
+    let mut template = match &spec.pod_overrides {
+        Some(patch) => overrides::apply(template, patch)?,
+        None => template,
+    };
+    let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
+    // The selector labels win over overrides too: pods without them would leave the Deployment.
+    meta.labels
+        .get_or_insert_with(BTreeMap::new)
+        .extend(labels::common(t.name));
+    if let Some(config_hash) = &t.config_hash {
+        meta.annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(CONFIG_HASH.to_owned(), config_hash.clone());
+    }
     let hash = template_hash(&template)?;
     if let Some(meta) = template.metadata.as_mut() {
         meta.annotations
@@ -108,6 +130,17 @@ fn pod_template(t: &Target) -> Result<PodTemplateSpec, RenderError> {
             .insert(TEMPLATE_HASH.to_owned(), hash);
     }
     Ok(template)
+}
+
+/// The template hash the rendered template carries.
+pub fn hash_of(template: &PodTemplateSpec) -> Option<&str> {
+    template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(TEMPLATE_HASH)
+        .map(String::as_str)
 }
 
 fn app_container(t: &Target) -> Container {
@@ -123,6 +156,7 @@ fn app_container(t: &Target) -> Container {
         env = runtime::with_injected_pythonpath(env);
         mounts.push(runtime::app_mount());
     }
+    mounts.extend(spec.volume_mounts.iter().cloned());
     Container {
         name: CONTAINER.to_owned(),
         image: Some(spec.image.clone()),
@@ -314,8 +348,7 @@ fn template_hash(template: &PodTemplateSpec) -> Result<String, RenderError> {
         what: "pod template",
         source: e,
     })?;
-    let digest = Sha256::digest(&bytes);
-    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+    Ok(super::short_hex(&Sha256::digest(&bytes)))
 }
 
 fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {

@@ -1,27 +1,58 @@
 //! Pure rendering: a `WsgiApp` in, the desired child objects out. No API calls happen here, so the
 //! output can be golden-tested and property-checked without a cluster.
 
+pub mod config;
 pub mod deployment;
+pub mod gateway;
 pub mod hpa;
+pub mod ingress;
 pub mod labels;
+pub mod migrate;
+pub mod monitor;
+pub mod network;
+mod overrides;
 pub mod pdb;
 pub mod runtime;
 pub mod service;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{SpecError, WsgiApp};
+use gateway::HTTPRoute;
+use monitor::PodMonitor;
 
 /// Operator-wide settings that influence rendering.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RenderConfig {
     /// Injector image used when a WsgiApp in `Injected` mode names none (`--injector-image`).
     pub default_injector_image: Option<String>,
+    /// The operator's own namespace, allowed to the admin port by `spec.networkPolicy`.
+    pub operator_namespace: String,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        RenderConfig {
+            default_injector_image: None,
+            operator_namespace: "wharf-system".to_owned(),
+        }
+    }
+}
+
+/// What rendering takes from the cluster, read by the reconciler.
+#[derive(Debug, Clone, Default)]
+pub struct Current {
+    /// `spec.replicas` of the existing Deployment, so a change of replica owner keeps the pods.
+    pub replicas: Option<i32>,
+    /// Digest of the referenced ConfigMaps' and Secrets' data ([`config::config_hash`]).
+    pub config_hash: Option<String>,
 }
 
 /// Everything the operator wants to exist for one WsgiApp. `None` children must not exist.
@@ -31,8 +62,16 @@ pub struct Children {
     pub service: Service,
     pub hpa: Option<HorizontalPodAutoscaler>,
     pub pdb: Option<PodDisruptionBudget>,
-    /// In-cluster URL of the Service, for `status.url`.
+    pub ingress: Option<Ingress>,
+    pub route: Option<HTTPRoute>,
+    pub pod_monitor: Option<PodMonitor>,
+    pub network_policy: Option<NetworkPolicy>,
+    /// The migration Job for the rendered pod template, with `spec.migrate`.
+    pub migration: Option<Job>,
+    /// The app's URL for `status.url`: the Ingress's, else the route's, else `address`.
     pub url: String,
+    /// In-cluster URL of the Service, for `status.address`.
+    pub address: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +80,8 @@ pub enum RenderError {
     MissingMetadata(&'static str),
     #[error("invalid spec: {0}")]
     Spec(#[from] SpecError),
+    #[error("spec.podOverrides does not give a valid pod template: {0}")]
+    Overrides(String),
     #[error("cannot serialize the {what}: {source}")]
     Serialize {
         what: &'static str,
@@ -57,6 +98,8 @@ pub struct Target<'a> {
     pub config: &'a RenderConfig,
     /// `spec.replicas` of the existing Deployment, so a change of replica owner keeps the pods.
     pub current_replicas: Option<i32>,
+    /// Digest of the referenced ConfigMaps' and Secrets' data, for the pod template.
+    pub config_hash: Option<String>,
 }
 
 impl<'a> Target<'a> {
@@ -81,29 +124,45 @@ impl<'a> Target<'a> {
             owner,
             config,
             current_replicas: None,
+            config_hash: None,
         })
     }
 }
 
 pub fn render(app: &WsgiApp, config: &RenderConfig) -> Result<Children, RenderError> {
-    render_over(app, config, None)
+    render_over(app, config, Current::default())
 }
 
-/// [`render`] for an app whose Deployment exists with `current_replicas`.
+/// [`render`] with what the reconciler read from the cluster.
 pub fn render_over(
     app: &WsgiApp,
     config: &RenderConfig,
-    current_replicas: Option<i32>,
+    current: Current,
 ) -> Result<Children, RenderError> {
     app.spec.check(config.default_injector_image.as_deref())?;
     let mut target = Target::new(app, config)?;
-    target.current_replicas = current_replicas;
+    target.current_replicas = current.replicas;
+    target.config_hash = current.config_hash;
+    let deployment = deployment::render(&target)?;
+    let migration = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| migrate::render(&target, &s.template));
+    let address = service::url(&target);
     Ok(Children {
-        deployment: deployment::render(&target)?,
         service: service::render(&target),
         hpa: hpa::render(&target),
         pdb: pdb::render(&target),
-        url: service::url(&target),
+        ingress: ingress::render(&target),
+        route: gateway::render(&target),
+        pod_monitor: monitor::render(&target),
+        network_policy: network::render(&target),
+        migration,
+        url: ingress::url(&target)
+            .or_else(|| gateway::url(&target))
+            .unwrap_or_else(|| address.clone()),
+        address,
+        deployment,
     })
 }
 
@@ -117,6 +176,12 @@ fn object_meta(t: &Target) -> ObjectMeta {
         owner_references: Some(vec![t.owner.clone()]),
         ..ObjectMeta::default()
     }
+}
+
+/// A digest shortened to its first 8 bytes as 16 hex digits, the form of every hash the operator
+/// writes into annotations and names.
+pub(crate) fn short_hex(digest: &[u8]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Name of the WsgiApp, for log fields; never fails.

@@ -28,8 +28,12 @@ pub fn cases() -> Vec<(String, PathBuf)> {
             "injected".to_owned(),
             repo_dir().join("deploy/examples/injected.yaml"),
         ),
+        (
+            "django".to_owned(),
+            repo_dir().join("deploy/examples/django/wsgiapp.yaml"),
+        ),
     ];
-    for name in ["autoscaled", "concurrency", "tracing"] {
+    for name in ["autoscaled", "concurrency", "tracing", "realapp"] {
         cases.push((
             name.to_owned(),
             crate_dir().join(format!("tests/golden/inputs/{name}.yaml")),

@@ -30,4 +30,4 @@ pub(crate) use pipe::{End, Pipe, PipeReader, Taken};
 pub(crate) use queue::{JobQueue, PushError};
 pub(crate) use request_body::{BodyFailure, RequestBody, Settled, SharedBody};
 pub(crate) use stamp::Stamp;
-pub(crate) use watchdog::Watchdog;
+pub(crate) use watchdog::{Request as LoggedRequest, Watchdog};

@@ -37,20 +37,6 @@ pub(crate) fn poll_now<T>(poll: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Pol
     WAKER.with(|waker| poll(&mut Context::from_waker(waker)))
 }
 
-/// Drives `fut` to completion on this thread.
-pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    WAKER.with(|waker| {
-        let mut cx = Context::from_waker(waker);
-        loop {
-            if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-                return out;
-            }
-            thread::park();
-        }
-    })
-}
-
 /// Drives `fut` to completion on this thread, giving up at `deadline`.
 pub(crate) fn block_on_until<F: Future>(fut: F, deadline: Instant) -> Result<F::Output, TimedOut> {
     let mut fut = pin!(fut);

@@ -17,8 +17,8 @@ use super::forwarded::{self, TrustedProxies};
 use super::limits::{self, Limits};
 use super::response_body::{OnFinish, ResponseBody};
 use crate::bridge::{
-    Client, Job, JobQueue, JobTrace, Peer, PushError, Reply, ReplyBody, RequestBody, Settled, SharedBody, Stamp, Work,
-    target,
+    Client, Job, JobQueue, JobTrace, LoggedRequest, Peer, PushError, Reply, ReplyBody, RequestBody, Settled,
+    SharedBody, Stamp, Work, target,
 };
 use crate::observe::{self, Rejection, RequestSpan, Tracing, WorkerMetrics};
 use crate::process::{ControlClient, RecycleReason, WorkerMessage};
@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) trusted_proxies: TrustedProxies,
     /// `--io-timeout`: how long draining a request body the app left unread may take.
     pub(crate) io_timeout: Duration,
+    /// `--log-query`: log lines about a request quote its query.
+    pub(crate) log_query: bool,
 }
 
 impl Shared {
@@ -204,6 +206,8 @@ struct Finish {
     /// A streamed response's request body, settled once the app is done with both.
     body: Option<Arc<SharedBody>>,
     version: http::Version,
+    /// With `--log-level debug`: method and path for the line logged per request.
+    debug: Option<LoggedRequest>,
 }
 
 impl Finish {
@@ -246,6 +250,7 @@ impl Finish {
             span: span.zip(trace.as_ref().map(|t| Arc::clone(&t.acquired))),
             body: None,
             version: parts.version,
+            debug: tracing::enabled!(tracing::Level::DEBUG).then(|| LoggedRequest::of(parts, shared.log_query)),
         };
         (finish, trace)
     }
@@ -268,7 +273,14 @@ impl OnFinish for Finish {
             span.finish(self.status, bytes_sent, completed);
         }
         let metrics = &self.in_flight.0.shared.metrics;
-        metrics.request_finished(self.method, self.status, self.started.elapsed(), bytes_sent);
+        let took = self.started.elapsed();
+        metrics.request_finished(self.method, self.status, took, bytes_sent);
+        if let Some(LoggedRequest { method, path }) = &self.debug {
+            tracing::debug!(
+                %method, %path, status = self.status, bytes_sent, completed,
+                "request done in {:.3} ms", took.as_secs_f64() * 1e3,
+            );
+        }
         if let Some(record) = self.record {
             Box::new(record).finish(bytes_sent, completed);
         }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::Resources;
+
 /// Request methods get their own label value; anything else is `_OTHER` (bounded cardinality).
 const METHODS: [&str; 10] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "_OTHER"];
 /// Status codes 100..=599.
@@ -142,12 +144,13 @@ impl WorkerMetrics {
     }
 
     /// `queued`, `busy` and `parked` come from the request queue, read together so they are
-    /// coherent; the drop counts from the span exporter and the access log.
+    /// coherent; the span exporter's drop and failure counts and the access log's drop count.
     pub(crate) fn snapshot(
         &self,
         (queued, busy, parked): (usize, usize, usize),
-        spans_dropped: u64,
+        (spans_dropped, spans_failed): (u64, u64),
         access_log_dropped: u64,
+        resources: Resources,
     ) -> Snapshot {
         let mut requests = BTreeMap::new();
         for (i, counter) in self.requests.iter().enumerate() {
@@ -176,7 +179,9 @@ impl WorkerMetrics {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             spans_dropped,
+            spans_failed,
             access_log_dropped,
+            resources: Some(resources),
         }
     }
 }
@@ -217,7 +222,11 @@ pub(crate) struct Snapshot {
     pub(crate) streams_parked: i64,
     pub(crate) rejected: BTreeMap<String, u64>,
     pub(crate) spans_dropped: u64,
+    pub(crate) spans_failed: u64,
     pub(crate) access_log_dropped: u64,
+    /// The worker's own resource usage: per worker, never summed (`None` in sums).
+    #[serde(default)]
+    pub(crate) resources: Option<Resources>,
 }
 
 impl Snapshot {
@@ -239,6 +248,7 @@ impl Snapshot {
         self.queued += other.queued;
         self.streams_parked += other.streams_parked;
         self.spans_dropped += other.spans_dropped;
+        self.spans_failed += other.spans_failed;
         self.access_log_dropped += other.access_log_dropped;
     }
 
@@ -250,6 +260,7 @@ impl Snapshot {
         self.threads_total = 0;
         self.queued = 0;
         self.streams_parked = 0;
+        self.resources = None;
         self
     }
 }
@@ -259,6 +270,35 @@ impl Snapshot {
 pub(crate) struct ProcessStats {
     pub(crate) workers: usize,
     pub(crate) restarts: BTreeMap<&'static str, u64>,
+    /// Each live worker's resource usage, by worker id.
+    pub(crate) resources: Vec<(u32, Resources)>,
+}
+
+/// The `wharf_worker_*` families: one sample per live worker, labelled with its id.
+fn worker_resources(out: &mut String, workers: &[(u32, Resources)]) {
+    type Field = fn(&Resources) -> Option<f64>;
+    let families: [(&str, &str, &str, Field); 4] = [
+        ("wharf_worker_resident_memory_bytes", "gauge", "Resident memory of each worker process (Linux only).", |r| {
+            r.resident_bytes.map(|b| b as f64)
+        }),
+        ("wharf_worker_cpu_seconds_total", "counter", "User and system CPU time of each worker process.", |r| {
+            Some(r.cpu_seconds)
+        }),
+        ("wharf_worker_open_fds", "gauge", "Open file descriptors of each worker process.", |r| {
+            r.open_fds.map(|n| n as f64)
+        }),
+        ("wharf_worker_start_time_seconds", "gauge", "Start time of each worker process, in Unix seconds.", |r| {
+            Some(r.start_time_seconds)
+        }),
+    ];
+    for (name, kind, help, field) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (id, resources) in workers {
+            if let Some(value) = field(resources) {
+                let _ = writeln!(out, "{name}{{worker=\"{id}\"}} {value}");
+            }
+        }
+    }
 }
 
 fn histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], h: &HistogramSnapshot) {
@@ -343,9 +383,15 @@ pub(crate) fn render(s: &Snapshot, process: &ProcessStats) -> String {
     let _ = writeln!(out, "wharf_otel_spans_dropped_total {}", s.spans_dropped);
     let _ = writeln!(
         out,
+        "# HELP wharf_otel_spans_failed_total Trace spans whose export failed (collector unreachable or refusing, TLS or setup error).\n# TYPE wharf_otel_spans_failed_total counter"
+    );
+    let _ = writeln!(out, "wharf_otel_spans_failed_total {}", s.spans_failed);
+    let _ = writeln!(
+        out,
         "# HELP wharf_access_log_lines_dropped_total Access-log lines dropped because stdout did not keep up.\n# TYPE wharf_access_log_lines_dropped_total counter"
     );
     let _ = writeln!(out, "wharf_access_log_lines_dropped_total {}", s.access_log_dropped);
+    worker_resources(&mut out, &process.resources);
     out
 }
 
@@ -367,8 +413,8 @@ mod tests {
             0,
         );
         b.rejected(Rejection::QueueFull);
-        let mut total = a.snapshot((2, 0, 0), 0, 1);
-        total.add(&b.snapshot((1, 1, 2), 3, 2));
+        let mut total = a.snapshot((2, 0, 0), (0, 4), 1, Resources::default());
+        total.add(&b.snapshot((1, 1, 2), (3, 1), 2, Resources::default()));
         assert_eq!(total.requests.get("GET 200"), Some(&1));
         assert_eq!(total.requests.get("_OTHER 404"), Some(&1));
         assert_eq!(total.threads_total, 8);
@@ -376,7 +422,27 @@ mod tests {
         assert_eq!(total.queued, 3);
         assert_eq!(total.streams_parked, 2);
         assert_eq!(total.in_flight, 0);
-        let text = render(&total, &ProcessStats { workers: 2, restarts: BTreeMap::from([("crash", 1)]) });
+        let busy = Resources {
+            resident_bytes: Some(50 << 20),
+            cpu_seconds: 12.5,
+            open_fds: Some(17),
+            start_time_seconds: 1_700_000_000.25,
+        };
+        let unknown_rss = Resources { resident_bytes: None, ..Resources::default() };
+        let text = render(
+            &total,
+            &ProcessStats {
+                workers: 2,
+                restarts: BTreeMap::from([("crash", 1)]),
+                resources: vec![(1, busy), (3, unknown_rss)],
+            },
+        );
+        assert!(text.contains("wharf_worker_resident_memory_bytes{worker=\"1\"} 52428800\n"), "{text}");
+        assert!(!text.contains("wharf_worker_resident_memory_bytes{worker=\"3\"}"), "unknown is left out");
+        assert!(text.contains("wharf_worker_cpu_seconds_total{worker=\"1\"} 12.5\n"));
+        assert!(text.contains("wharf_worker_open_fds{worker=\"1\"} 17\n"));
+        assert!(text.contains("wharf_worker_start_time_seconds{worker=\"1\"} 1700000000.25\n"));
+        assert!(text.contains("# TYPE wharf_worker_cpu_seconds_total counter\n"));
         assert!(text.contains("wharf_requests_total{method=\"GET\",status=\"200\"} 1\n"));
         assert!(text.contains("wharf_request_duration_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("wharf_request_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
@@ -384,6 +450,7 @@ mod tests {
         assert!(text.contains("wharf_rejected_total{reason=\"queue_full\"} 1\n"));
         assert!(text.contains("wharf_worker_restarts_total{reason=\"crash\"} 1\n"));
         assert!(text.contains("wharf_otel_spans_dropped_total 3\n"));
+        assert!(text.contains("wharf_otel_spans_failed_total 5\n"));
         assert!(text.contains("wharf_access_log_lines_dropped_total 3\n"));
         let retired = total.clone().without_gauges();
         assert_eq!((retired.threads_total, retired.requests.len()), (0, 2));
@@ -393,7 +460,7 @@ mod tests {
     fn snapshots_travel_as_json() {
         let m = WorkerMetrics::new(1);
         m.request_body(5000);
-        let snap = m.snapshot((0, 0, 0), 0, 0);
+        let snap = m.snapshot((0, 0, 0), (0, 0), 0, Resources::default());
         let back: Snapshot = serde_json::from_str(&serde_json::to_string(&snap).expect("json")).expect("parses");
         assert_eq!(back, snap);
     }

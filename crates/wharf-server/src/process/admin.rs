@@ -34,8 +34,8 @@ async fn route(req: Request<Incoming>, health: Arc<Health>, scraper: Arc<Scraper
     }
     let snap = health.snapshot();
     if req.uri().path() == "/metrics" {
-        let totals = scraper.collect(SCRAPE_WAIT).await;
-        let process = ProcessStats { workers: snap.ready_workers, restarts: scraper.restarts() };
+        let (totals, resources) = scraper.collect(SCRAPE_WAIT).await;
+        let process = ProcessStats { workers: snap.ready_workers, restarts: scraper.restarts(), resources };
         let mut response = reply(StatusCode::OK, render_metrics(&totals, &process));
         response
             .headers_mut()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::control::{SupervisorMessage, WorkerChannel};
-use crate::observe::Snapshot;
+use crate::observe::{Resources, Snapshot};
 
 /// The latest snapshot a worker sent, with the request sequence number it answered.
 pub(crate) type Latest = (u64, Option<Snapshot>);
@@ -59,9 +59,10 @@ impl Scraper {
         self.lock().restarts.clone()
     }
 
-    /// The sum over all workers, asking live ones for fresh numbers; a worker that does not
-    /// answer within `wait` contributes its previous snapshot.
-    pub(crate) async fn collect(&self, wait: Duration) -> Snapshot {
+    /// The sum over all workers, asking live ones for fresh numbers (a worker that does not
+    /// answer within `wait` contributes its previous snapshot), and each live worker's resource
+    /// usage.
+    pub(crate) async fn collect(&self, wait: Duration) -> (Snapshot, Vec<(u32, Resources)>) {
         let (seq, mut pending) = {
             let mut inner = self.lock();
             inner.next_seq += 1;
@@ -80,11 +81,13 @@ impl Scraper {
         }
         let inner = self.lock();
         let mut total = inner.retired.clone();
-        for live in inner.live.values() {
+        let mut resources = Vec::with_capacity(inner.live.len());
+        for (id, live) in &inner.live {
             if let Some(snapshot) = &live.latest.borrow().1 {
                 total.add(snapshot);
+                resources.extend(snapshot.resources.clone().map(|r| (*id, r)));
             }
         }
-        total
+        (total, resources)
     }
 }

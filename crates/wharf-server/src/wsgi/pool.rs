@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use super::call::{self, AppContext};
 use super::environ::HeaderKeyCache;
 use super::stream::{Parked, Streaming, copy_context};
-use crate::bridge::{JobQueue, Watchdog, Work, sched};
+use crate::bridge::{JobQueue, LoggedRequest, Watchdog, Work, sched};
 use crate::error::StartError;
 
 pub(crate) struct Pool {
@@ -192,7 +192,7 @@ impl Serve {
         self.ctx.metrics.queued_for(started.saturating_duration_since(job.enqueued));
         let watched = match (&self.watchdog, job.expire.take()) {
             (Some(dog), Some(expire)) => {
-                dog.start(self.index, expire);
+                dog.start(self.index, expire, LoggedRequest::of(&job.parts, self.ctx.log_query));
                 Some(dog)
             }
             _ => None,

@@ -1,126 +1,113 @@
 //! Getting finished spans to the collector without ever making a request wait: a bounded
-//! queue drained by an export thread of our own, dropping and counting what does not fit.
+//! queue drained by an export thread of our own, dropping and counting what does not fit. The
+//! export thread encodes the batches and sends them; a failure is counted and logged once a
+//! minute at most.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
-use opentelemetry::Context;
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
 
 use super::OtelError;
-use super::settings::{BatchSettings, Protocol};
-use crate::bridge::{park, sched};
+use super::encode::Encoder;
+use super::settings::{BatchSettings, ExporterSettings};
+use super::span::SpanRecord;
+use super::transport::{SendError, Transport};
+use crate::bridge::sched;
 
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time between two warnings about failing exports (the failures in between are counted).
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
-pub(super) fn otlp_exporter(protocol: Protocol) -> Result<(opentelemetry_otlp::SpanExporter, Executor), OtelError> {
-    use opentelemetry_otlp::WithExportConfig as _;
-    match protocol {
-        // The blocking HTTP client must not run inside a tokio runtime: drive it plainly.
-        Protocol::HttpProtobuf => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .build()?;
-            Ok((exporter, Executor::Plain))
-        }
-        // tonic spawns its connection tasks at build time, so it needs a runtime from the start.
-        Protocol::Grpc => {
-            let runtime =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(OtelError::Runtime)?;
-            let exporter = {
-                let _entered = runtime.enter();
-                opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?
-            };
-            Ok((exporter, Executor::Tokio(runtime)))
-        }
+/// Where encoded batches go: the collector, or a test's channel.
+pub(super) trait Sink {
+    fn send(&mut self, message: Vec<u8>) -> Result<(), SendError>;
+}
+
+/// The collector, reached on a runtime of the export thread's own. A transport that could not
+/// be set up (bad endpoint, unreadable certificate) fails every send with that reason.
+pub(super) struct Collector {
+    runtime: tokio::runtime::Runtime,
+    transport: Result<Transport, String>,
+}
+
+impl Collector {
+    pub(super) fn new(settings: &ExporterSettings) -> Result<Collector, OtelError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(OtelError::Runtime)?;
+        let transport = {
+            let _entered = runtime.enter();
+            Transport::new(settings).map_err(|e| e.to_string())
+        };
+        Ok(Collector { runtime, transport })
     }
 }
 
-/// What drives an export future on the export thread.
-pub(super) enum Executor {
-    Plain,
-    Tokio(tokio::runtime::Runtime),
-}
-
-impl Executor {
-    fn block_on<F: Future>(&self, future: F) -> F::Output {
-        match self {
-            Executor::Plain => park::block_on(future),
-            Executor::Tokio(runtime) => runtime.block_on(future),
+impl Sink for Collector {
+    fn send(&mut self, message: Vec<u8>) -> Result<(), SendError> {
+        match &self.transport {
+            Ok(transport) => self.runtime.block_on(transport.send(message)),
+            Err(error) => Err(SendError::Setup(error.clone())),
         }
     }
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Counters {
+    /// Spans that did not fit in the queue.
     pub(super) dropped: AtomicU64,
-    pub(super) export_failed: AtomicU64,
+    /// Spans of batches that did not reach the collector.
+    pub(super) failed: AtomicU64,
 }
 
 enum Control {
     /// The queue went from empty to one span, or holds a full batch.
     Wake,
-    Flush(Sender<OTelSdkResult>),
-    Shutdown(Sender<OTelSdkResult>),
+    #[cfg(test)]
+    Flush(Sender<()>),
+    Shutdown(Sender<()>),
 }
 
 /// Hands finished spans to the export thread without ever waiting: a full queue drops the span
 /// and counts it.
-#[derive(Debug)]
-pub(super) struct QueueProcessor {
-    spans: Sender<SpanData>,
+pub(crate) struct Queue {
+    spans: Sender<Box<SpanRecord>>,
     control: Sender<Control>,
-    counters: Arc<Counters>,
+    pub(super) counters: Arc<Counters>,
     batch_size: usize,
     /// A `Wake` is on its way to the export thread and not yet handled.
     wake_sent: Arc<AtomicBool>,
 }
 
-impl QueueProcessor {
-    /// Starts the export thread, which builds the exporter (so a gRPC exporter's runtime lives
-    /// and dies on that thread) and reports whether that worked before this returns.
-    pub(super) fn start<E, F>(
-        resource: Resource,
-        batch: BatchSettings,
-        counters: Arc<Counters>,
-        make_exporter: F,
-    ) -> Result<Self, OtelError>
+impl Queue {
+    /// Starts the export thread, which makes its sink (so a runtime lives and dies on that
+    /// thread) and reports whether that worked before this returns.
+    pub(super) fn start<S, F>(encoder: Encoder, batch: BatchSettings, make_sink: F) -> Result<Queue, OtelError>
     where
-        E: SpanExporter + 'static,
-        F: FnOnce() -> Result<(E, Executor), OtelError> + Send + 'static,
+        S: Sink,
+        F: FnOnce() -> Result<S, OtelError> + Send + 'static,
     {
         let (spans, queued) = crossbeam_channel::bounded(batch.max_queue_size);
         let (control, requests) = crossbeam_channel::unbounded();
         let (ready_tx, ready) = crossbeam_channel::bounded(1);
-        let thread_counters = Arc::clone(&counters);
+        let counters = Arc::new(Counters::default());
         let wake_sent = Arc::new(AtomicBool::new(false));
-        let thread_wake_sent = Arc::clone(&wake_sent);
-        let batch_size = batch.max_export_batch_size;
+        let export = ExportLoop {
+            encoder,
+            queued,
+            requests,
+            batch,
+            counters: Arc::clone(&counters),
+            wake_sent: Arc::clone(&wake_sent),
+            failing: None,
+        };
         std::thread::Builder::new()
             .name("wharf-otel-export".into())
-            .spawn(move || match make_exporter() {
-                Ok((mut exporter, executor)) => {
-                    exporter.set_resource(&resource);
+            .spawn(move || match make_sink() {
+                Ok(sink) => {
                     let _ = ready_tx.send(Ok(()));
                     // Exporting must not preempt the I/O thread; it only has to keep up.
                     sched::batch_wakeups();
-                    ExportLoop {
-                        exporter,
-                        executor,
-                        queued,
-                        requests,
-                        batch,
-                        counters: thread_counters,
-                        wake_sent: thread_wake_sent,
-                        failing: false,
-                    }
-                    .run();
+                    export.run(sink);
                 }
                 Err(error) => {
                     let _ = ready_tx.send(Err(error));
@@ -128,23 +115,10 @@ impl QueueProcessor {
             })
             .map_err(OtelError::Thread)?;
         ready.recv().map_err(|_| OtelError::ThreadExited)??;
-        Ok(QueueProcessor { spans, control, counters, batch_size, wake_sent })
+        Ok(Queue { spans, control, counters, batch_size: batch.max_export_batch_size, wake_sent })
     }
 
-    fn request(&self, make: fn(Sender<OTelSdkResult>) -> Control, timeout: Duration) -> OTelSdkResult {
-        let (ack, done) = crossbeam_channel::bounded(1);
-        self.control.send(make(ack)).map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        done.recv_timeout(timeout).map_err(|_| OTelSdkError::Timeout(timeout))?
-    }
-}
-
-impl SpanProcessor for QueueProcessor {
-    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
+    pub(super) fn push(&self, span: Box<SpanRecord>) {
         if self.spans.try_send(span).is_err() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -157,27 +131,35 @@ impl SpanProcessor for QueueProcessor {
         }
     }
 
-    fn force_flush(&self) -> OTelSdkResult {
-        self.request(Control::Flush, FLUSH_TIMEOUT)
+    /// Exports what is queued; false if that did not finish within `timeout`.
+    #[cfg(test)]
+    pub(super) fn flush(&self, timeout: Duration) -> bool {
+        self.request(Control::Flush, timeout)
     }
 
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+    /// Exports what is queued and stops the export thread.
+    pub(super) fn shutdown(&self, timeout: Duration) -> bool {
         self.request(Control::Shutdown, timeout)
+    }
+
+    /// Whether the export thread did what was asked within `timeout` (or had stopped already).
+    fn request(&self, make: fn(Sender<()>) -> Control, timeout: Duration) -> bool {
+        let (ack, done) = crossbeam_channel::bounded(1);
+        self.control.send(make(ack)).is_err() || done.recv_timeout(timeout).is_ok()
     }
 }
 
 /// The export thread: collects spans into batches and exports a batch when it is full or when
 /// its oldest span has waited `schedule_delay`. Sleeps without a timer while nothing is queued.
-struct ExportLoop<E> {
-    exporter: E,
-    executor: Executor,
-    queued: Receiver<SpanData>,
+struct ExportLoop {
+    encoder: Encoder,
+    queued: Receiver<Box<SpanRecord>>,
     requests: Receiver<Control>,
     batch: BatchSettings,
     counters: Arc<Counters>,
     wake_sent: Arc<AtomicBool>,
-    /// Whether the last export failed, so a dead collector is logged once, not per batch.
-    failing: bool,
+    /// While exports fail: when the last warning was logged, and spans failed since.
+    failing: Option<(Instant, u64)>,
 }
 
 enum Event {
@@ -186,9 +168,8 @@ enum Event {
     Closed,
 }
 
-impl<E: SpanExporter> ExportLoop<E> {
-    fn run(mut self) {
-        let mut pending = Vec::with_capacity(self.batch.max_export_batch_size);
+impl ExportLoop {
+    fn run(mut self, mut sink: impl Sink) {
         let mut due: Option<Instant> = None;
         loop {
             let event = match due {
@@ -206,26 +187,28 @@ impl<E: SpanExporter> ExportLoop<E> {
                     // a new wake-up if it starts a batch or fills one.
                     self.wake_sent.store(false, Ordering::Release);
                     if self.queued.len() >= self.batch.max_export_batch_size {
-                        let _ = self.export_queued(&mut pending);
+                        self.export_queued(&mut sink);
                         due = None;
                     }
                 }
                 Event::Due => {
                     self.wake_sent.store(false, Ordering::Release);
-                    let _ = self.export_queued(&mut pending);
+                    self.export_queued(&mut sink);
                     due = None;
                 }
+                #[cfg(test)]
                 Event::Control(Control::Flush(ack)) => {
-                    let _ = ack.send(self.export_queued(&mut pending));
+                    self.export_queued(&mut sink);
+                    let _ = ack.send(());
                     due = None;
                 }
                 Event::Control(Control::Shutdown(ack)) => {
-                    let result = self.export_queued(&mut pending).and(self.exporter.shutdown());
-                    let _ = ack.send(result);
+                    self.export_queued(&mut sink);
+                    let _ = ack.send(());
                     return;
                 }
                 Event::Closed => {
-                    let _ = self.export_queued(&mut pending).and(self.exporter.shutdown());
+                    self.export_queued(&mut sink);
                     return;
                 }
             }
@@ -238,39 +221,50 @@ impl<E: SpanExporter> ExportLoop<E> {
     }
 
     /// Exports everything queued so far, in batches; spans still arriving wait for the next round.
-    fn export_queued(&mut self, pending: &mut Vec<SpanData>) -> OTelSdkResult {
-        let mut result = Ok(());
+    fn export_queued(&mut self, sink: &mut impl Sink) {
         for _ in 0..self.queued.len() {
             let Ok(span) = self.queued.try_recv() else { break };
-            pending.push(span);
-            if pending.len() >= self.batch.max_export_batch_size {
-                result = result.and(self.export(pending));
+            self.encoder.push(&span);
+            if self.encoder.len() >= self.batch.max_export_batch_size {
+                self.export(sink);
             }
         }
-        result.and(self.export(pending))
+        self.export(sink);
     }
 
-    fn export(&mut self, pending: &mut Vec<SpanData>) -> OTelSdkResult {
-        if pending.is_empty() {
-            return Ok(());
+    fn export(&mut self, sink: &mut impl Sink) {
+        let count = self.encoder.len() as u64;
+        if count == 0 {
+            return;
         }
-        let spans = std::mem::replace(pending, Vec::with_capacity(self.batch.max_export_batch_size));
-        let count = spans.len() as u64;
-        let result = self.executor.block_on(self.exporter.export(spans));
-        match &result {
-            Ok(()) if self.failing => {
-                self.failing = false;
+        match (sink.send(self.encoder.take()), self.failing) {
+            (Ok(()), None) => {}
+            (Ok(()), Some(_)) => {
+                self.failing = None;
                 tracing::info!("exporting spans works again");
             }
-            Ok(()) => {}
-            Err(error) => {
-                self.counters.export_failed.fetch_add(count, Ordering::Relaxed);
-                if !self.failing {
-                    self.failing = true;
-                    tracing::warn!("exporting spans failed (logged once until it works again): {error}");
+            (Err(error), failing) => {
+                self.counters.failed.fetch_add(count, Ordering::Relaxed);
+                match failing {
+                    Some((warned, failed)) if warned.elapsed() < WARN_EVERY => {
+                        self.failing = Some((warned, failed + count));
+                    }
+                    Some((_, failed)) => {
+                        tracing::warn!(
+                            "exporting spans still fails, {} spans lost in the last minute: {error}",
+                            failed + count
+                        );
+                        self.failing = Some((Instant::now(), 0));
+                    }
+                    None => {
+                        tracing::warn!(
+                            "exporting spans failed (warned again at most once a minute while it fails; \
+                             lost spans are counted in wharf_otel_spans_failed_total): {error}"
+                        );
+                        self.failing = Some((Instant::now(), 0));
+                    }
                 }
             }
         }
-        result
     }
 }

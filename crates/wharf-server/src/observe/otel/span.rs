@@ -1,25 +1,27 @@
-//! The SERVER span of one request: its attributes (HTTP server semantic conventions, from the
-//! request's client view) and its end.
+//! The SERVER span of one request, as a fixed-shape record: the request path only takes ids,
+//! clocks and copies of the few strings a span names; attributes are derived and encoded on the
+//! export thread (`encode`). The strings are copied rather than shared with the request: a
+//! shared handle would keep hyper's read buffer alive until the export, so every request would
+//! need a fresh one.
 
-use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::uri::Authority;
 use http::{Method, Version, header};
-use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_http::HeaderExtractor;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracer;
+use opentelemetry::trace::{SpanId, TraceId, TraceState};
+use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator};
 
+use super::export::Queue;
+use super::sampler::Sampler;
 use crate::bridge::{Client, target};
 
 /// The SERVER span of one request. Moves with the request from the I/O thread to a Python
-/// thread and back; ends when [`RequestSpan::finish`] is called (or, without a status, when
-/// dropped).
+/// thread and back; is queued for export when [`RequestSpan::finish`] is called (a span dropped
+/// unfinished is not exported).
 pub(crate) struct RequestSpan {
-    pub(super) span: opentelemetry_sdk::trace::Span,
+    record: Box<SpanRecord>,
+    /// The export queue, when the span is sampled.
+    queue: Option<Arc<Queue>>,
 }
 
 const _: () = {
@@ -27,71 +29,162 @@ const _: () = {
     send::<RequestSpan>();
 };
 
+/// Everything a span is made of, as the request path leaves it.
+#[derive(Debug, Clone)]
+pub(super) struct SpanRecord {
+    pub(super) trace_id: TraceId,
+    pub(super) span_id: SpanId,
+    /// The incoming (remote) parent.
+    pub(super) parent: Option<SpanId>,
+    pub(super) sampled: bool,
+    /// `tracestate` of the incoming trace, as the W3C header (empty when none).
+    pub(super) trace_state: String,
+    pub(super) start: u64,
+    pub(super) end: u64,
+    /// When a Python thread took the request (Unix nanoseconds) and how long it had waited.
+    pub(super) queued: Option<(u64, Duration)>,
+    pub(super) method: Method,
+    pub(super) path: String,
+    /// Only with `--trace-query`.
+    pub(super) query: Option<String>,
+    /// The absolute-form target's authority, else `Host`.
+    pub(super) host: Option<String>,
+    pub(super) user_agent: Option<String>,
+    pub(super) version: Version,
+    pub(super) client: Client,
+    pub(super) status: u16,
+    pub(super) bytes_sent: u64,
+    pub(super) completed: bool,
+}
+
+/// Unix time in nanoseconds, as OTLP carries it.
+pub(super) fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 impl RequestSpan {
     pub(super) fn start(
-        tracer: &SdkTracer,
+        queue: &Arc<Queue>,
+        sampler: &Sampler,
         parts: &http::request::Parts,
         client: &Client,
         capture_query: bool,
     ) -> RequestSpan {
-        let parent = if parts.headers.get(TRACEPARENT).is_some_and(|v| well_formed_traceparent(v.as_bytes())) {
-            TraceContextPropagator::new().extract(&HeaderExtractor(&parts.headers))
-        } else {
-            Context::new()
+        let incoming = parts.headers.get(TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes()));
+        let ids = RandomIdGenerator::default();
+        let span_id = ids.new_span_id();
+        let (trace_id, parent, trace_state) = match incoming {
+            Some((trace_id, parent, sampled)) => {
+                let state = parts
+                    .headers
+                    .get(TRACESTATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<TraceState>().ok())
+                    .map(|s| s.header())
+                    .unwrap_or_default();
+                (trace_id, Some((parent, sampled)), state)
+            }
+            None => (ids.new_trace_id(), None, String::new()),
         };
-        let (name, attributes) = request_attributes(parts, client, capture_query);
-        let span = tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
-            .start_with_context(tracer, &parent);
-        RequestSpan { span }
+        let sampled = sampler.sampled(trace_id, parent.map(|(_, sampled)| sampled));
+        let record = Box::new(SpanRecord {
+            trace_id,
+            span_id,
+            parent: parent.map(|(id, _)| id),
+            sampled,
+            trace_state,
+            start: unix_nanos(SystemTime::now()),
+            end: 0,
+            queued: None,
+            method: parts.method.clone(),
+            // Raw bytes a client sent come back as text (`target`), as everywhere they are shown.
+            path: target::display(parts.uri.path()).into_owned(),
+            query: parts.uri.query().filter(|_| capture_query).map(|q| target::display(q).into_owned()),
+            host: match parts.uri.authority() {
+                Some(authority) => Some(authority.as_str().to_owned()),
+                None => parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            },
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            version: parts.version,
+            client: client.clone(),
+            status: 0,
+            bytes_sent: 0,
+            completed: false,
+        });
+        RequestSpan { record, queue: sampled.then(|| Arc::clone(queue)) }
     }
 
     /// W3C `traceparent` of this span: what the application must continue from.
     pub(crate) fn traceparent(&self) -> String {
-        let context = self.span.span_context();
-        format!("00-{:032x}-{:016x}-{:02x}", context.trace_id(), context.span_id(), context.trace_flags().to_u8())
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let ids = self.record.trace_id.to_bytes().into_iter().chain(self.record.span_id.to_bytes());
+        // Trace id digits at 3..35, span id digits at 36..52.
+        let positions = (3..35).step_by(2).chain((36..52).step_by(2));
+        for (at, byte) in positions.zip(ids) {
+            out[at] = DIGITS[usize::from(byte >> 4)];
+            out[at + 1] = DIGITS[usize::from(byte & 15)];
+        }
+        if self.record.sampled {
+            out[54] = b'1';
+        }
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// W3C `tracestate` carried over from the incoming request, if it had one.
     #[cfg(test)]
     pub(crate) fn tracestate(&self) -> Option<String> {
-        let state = self.span.span_context().trace_state().header();
-        (!state.is_empty()).then_some(state)
+        (!self.record.trace_state.is_empty()).then(|| self.record.trace_state.clone())
+    }
+
+    #[cfg(test)]
+    pub(super) fn record(&self) -> &SpanRecord {
+        &self.record
     }
 
     /// Records that a Python thread took the request after `wait` in the queue: an event
-    /// `wharf.python_thread_acquired` with `wharf.queue.wait` in seconds, at the moment the
-    /// thread took it. An event rather than a child span keeps one span per request.
+    /// `wharf.python_thread_acquired` with `wharf.queue.wait` in seconds, timed when the thread
+    /// took it. An event rather than a child span keeps one span per request.
     pub(crate) fn queued(&mut self, wait: Duration) {
-        self.span
-            .add_event("wharf.python_thread_acquired", vec![KeyValue::new("wharf.queue.wait", wait.as_secs_f64())]);
+        let at = self.record.start.saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+        self.record.queued = Some((at, wait));
     }
 
     /// Ends the span once the response is done: `completed` is false when the body was cut
     /// short (client gone, application failed while streaming).
     pub(crate) fn finish(mut self, status: u16, bytes_sent: u64, completed: bool) {
-        self.span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
-        self.span
-            .set_attribute(KeyValue::new("http.response.body.size", i64::try_from(bytes_sent).unwrap_or(i64::MAX)));
-        if !completed {
-            self.span.set_attribute(KeyValue::new("error.type", "wharf.response_incomplete"));
-            self.span.set_status(Status::error("the response body was not sent completely"));
-        } else if status >= 500 {
-            // Semantic conventions: the status code is the error type, the description stays empty.
-            self.span.set_attribute(KeyValue::new("error.type", status.to_string()));
-            self.span.set_status(Status::error(""));
+        let Some(queue) = self.queue.take() else { return };
+        let record = &mut self.record;
+        record.end = unix_nanos(SystemTime::now()).max(record.start);
+        if let Some((at, _)) = &mut record.queued {
+            *at = (*at).min(record.end);
         }
-        self.span.end();
+        (record.status, record.bytes_sent, record.completed) = (status, bytes_sent, completed);
+        queue.push(self.record);
     }
 }
 
 const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 
-/// The W3C shape of `traceparent`: `version-traceid-spanid-flags` in lowercase hex with exact
-/// field lengths. The SDK's propagator accepts short ids (it parses them as numbers), and a
-/// header that does not parse must start a new trace, not continue a different one.
+/// Trace id, parent span id and sampled flag of a W3C `traceparent`: `version-traceid-spanid-flags`
+/// in lowercase hex with exact field lengths, ids not all zero. Anything else starts a new
+/// trace rather than continuing a different one.
+pub(super) fn parse_traceparent(value: &[u8]) -> Option<(TraceId, SpanId, bool)> {
+    if !well_formed_traceparent(value) {
+        return None;
+    }
+    let text = std::str::from_utf8(&value[..55]).ok()?;
+    let trace_id = TraceId::from_hex(&text[3..35]).ok().filter(|id| *id != TraceId::INVALID)?;
+    let span_id = SpanId::from_hex(&text[36..52]).ok().filter(|id| *id != SpanId::INVALID)?;
+    let flags = u8::from_str_radix(&text[53..55], 16).ok()?;
+    Some((trace_id, span_id, flags & 1 == 1))
+}
+
+/// The W3C shape of `traceparent`.
 pub(super) fn well_formed_traceparent(value: &[u8]) -> bool {
     const LEN: usize = 55;
     if value.len() < LEN || &value[..2] == b"ff" {
@@ -103,97 +196,4 @@ pub(super) fn well_formed_traceparent(value: &[u8]) -> bool {
     });
     // Version 00 has exactly these fields; later versions may append `-...` fields.
     fields_ok && (value.len() == LEN || (&value[..2] != b"00" && value[LEN] == b'-'))
-}
-
-/// Span name and attributes of a request (HTTP server semantic conventions, stable since 1.23).
-fn request_attributes(
-    parts: &http::request::Parts,
-    client: &Client,
-    capture_query: bool,
-) -> (&'static str, Vec<KeyValue>) {
-    let scheme = client.scheme();
-    let mut attributes = Vec::with_capacity(11);
-    let name = match known_method(&parts.method) {
-        Some(method) => {
-            attributes.push(KeyValue::new("http.request.method", method));
-            method
-        }
-        None => {
-            attributes.push(KeyValue::new("http.request.method", "_OTHER"));
-            attributes.push(KeyValue::new("http.request.method_original", parts.method.as_str().to_owned()));
-            "HTTP"
-        }
-    };
-    attributes.push(KeyValue::new("url.path", target::display(parts.uri.path()).into_owned()));
-    if capture_query && let Some(query) = parts.uri.query() {
-        attributes.push(KeyValue::new("url.query", target::display(query).into_owned()));
-    }
-    attributes.push(KeyValue::new("url.scheme", scheme));
-    if let Some((address, port)) = server_address(parts, client) {
-        attributes.push(KeyValue::new("server.address", address));
-        attributes.push(KeyValue::new("server.port", i64::from(port)));
-    }
-    if let Some(address) = client.address() {
-        attributes.push(KeyValue::new("client.address", address));
-    }
-    if let Some(version) = protocol_version(parts.version) {
-        attributes.push(KeyValue::new("network.protocol.version", version));
-    }
-    if let Some(agent) = parts.headers.get(header::USER_AGENT) {
-        attributes.push(KeyValue::new("user_agent.original", String::from_utf8_lossy(agent.as_bytes()).into_owned()));
-    }
-    (name, attributes)
-}
-
-/// The methods the conventions know; any other is reported as `_OTHER` (bounded cardinality).
-fn known_method(method: &Method) -> Option<&'static str> {
-    Some(match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::CONNECT => "CONNECT",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::PATCH => "PATCH",
-        _ => return None,
-    })
-}
-
-/// The host the client addressed (a trusted proxy's forwarded host, the absolute URI, then
-/// `Host`), with the scheme's default port when it names none; the listening socket when the
-/// request names no host.
-pub(super) fn server_address(parts: &http::request::Parts, client: &Client) -> Option<(String, u16)> {
-    let (scheme, local) = (client.scheme(), client.peer.local);
-    let named = client.forwarded_host().and_then(|host| Authority::from_str(host).ok()).or_else(|| {
-        parts.uri.authority().cloned().or_else(|| {
-            let host = parts.headers.get(header::HOST)?.to_str().ok()?;
-            Authority::from_str(host).ok()
-        })
-    });
-    match named {
-        Some(authority) => {
-            let port = authority.port_u16().or(match scheme {
-                "https" => Some(443),
-                "http" => Some(80),
-                _ => local.map(|l| l.port()),
-            })?;
-            let host = authority.host();
-            let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-            Some((host.to_owned(), port))
-        }
-        None => local.map(|l| (l.ip().to_string(), l.port())),
-    }
-}
-
-pub(super) fn protocol_version(version: Version) -> Option<&'static str> {
-    match version {
-        Version::HTTP_09 => Some("0.9"),
-        Version::HTTP_10 => Some("1.0"),
-        Version::HTTP_11 => Some("1.1"),
-        Version::HTTP_2 => Some("2"),
-        Version::HTTP_3 => Some("3"),
-        _ => None,
-    }
 }

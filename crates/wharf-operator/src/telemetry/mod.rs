@@ -1,12 +1,13 @@
 //! Logging and tracing setup, in one place. Spans go to an OTLP collector when the standard
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set and
 //! `OTEL_SDK_DISABLED` is not `true`; sampler, resource and protocol come from the other standard
-//! `OTEL_*` variables.
+//! `OTEL_*` variables, TLS from `otlp`.
+
+mod otlp;
 
 use std::io::IsTerminal as _;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
@@ -31,6 +32,9 @@ impl Drop for Guard {
     }
 }
 
+/// Spans lost because their export failed: `wharf_operator_otel_spans_failed_total`.
+pub use otlp::spans_failed;
+
 pub fn init(format: LogFormat, level: &str) -> Result<Guard, Error> {
     let filter = EnvFilter::try_new(level)
         .map_err(|e| Error::Telemetry(format!("invalid --log-level {level:?}: {e}")))?;
@@ -44,7 +48,10 @@ pub fn init(format: LogFormat, level: &str) -> Result<Guard, Error> {
             .with_ansi(std::io::stdout().is_terminal())
             .boxed(),
     };
-    let provider = otlp_provider()?;
+    let (provider, tracing_off) = match otlp_provider() {
+        Ok(provider) => (provider, None),
+        Err(reason) => (None, Some(reason)),
+    };
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("wharf-operator")));
@@ -54,6 +61,9 @@ pub fn init(format: LogFormat, level: &str) -> Result<Guard, Error> {
         .with(otel)
         .try_init()
         .map_err(|e| Error::Telemetry(e.to_string()))?;
+    if let Some(reason) = tracing_off {
+        tracing::warn!("tracing is off: {reason}");
+    }
     Ok(Guard { provider })
 }
 
@@ -61,7 +71,9 @@ fn env_set(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
 }
 
-fn otlp_provider() -> Result<Option<SdkTracerProvider>, Error> {
+/// The tracer provider the environment asks for; `Err` says why there is none although one was
+/// asked for (logged once logging is set up: the operator runs on without tracing).
+fn otlp_provider() -> Result<Option<SdkTracerProvider>, String> {
     let disabled =
         std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let configured =
@@ -69,24 +81,7 @@ fn otlp_provider() -> Result<Option<SdkTracerProvider>, Error> {
     if disabled || !configured {
         return Ok(None);
     }
-    let protocol = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .unwrap_or_else(|_| "http/protobuf".to_owned());
-    let exporter = match protocol.trim() {
-        "grpc" => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build(),
-        "http/protobuf" => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .build(),
-        other => {
-            return Err(Error::Telemetry(format!(
-                "unsupported OTEL_EXPORTER_OTLP_PROTOCOL {other:?}"
-            )));
-        }
-    }
-    .map_err(|e| Error::Telemetry(e.to_string()))?;
+    let exporter = otlp::exporter(&|name| std::env::var(name).ok())?;
     let mut resource = Resource::builder();
     if !env_set("OTEL_SERVICE_NAME") {
         resource = resource.with_service_name("wharf-operator");
