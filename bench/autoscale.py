@@ -17,7 +17,8 @@ Autoscalers, played one after the other on the same trace:
   the pods' processes used since the last sync, 50 % of `--cpu-request` as the target, 10 %
   tolerance, scale-up at most max(+4 pods, x2) per sync, 300 s scale-down stabilisation.
 
-Per run: seconds from each burst to enough capacity (ready threads >= clients); requests refused
+Per run: seconds from each burst to enough capacity (ready threads >= clients), and to the decision
+that asked for it (the autoscaler's own share; the rest is pod start-up); requests refused
 (503 from a full wharf queue, no ready pod, or a failed connection) or that waited over 100 ms for
 a Python thread (each pod's own `wharf_request_queue_seconds`, read as it is stopped); p99 latency
 as the clients saw it (it includes the load generator's own lag on a busy machine); pod-seconds
@@ -222,7 +223,10 @@ class Cluster:
         if pod.ready_at is not None:
             pod.queued_over_100ms = await queued_over_100ms(pod.admin)
         if pod.proc.poll() is None:
-            os.killpg(pod.proc.pid, signal.SIGTERM)
+            # To the supervisor only, as the kubelet signals a container's PID 1: signalling the
+            # whole group would reach the workers twice (directly and from the supervisor), and
+            # wharf takes a second signal as "stop now", dropping the requests in flight.
+            os.kill(pod.proc.pid, signal.SIGTERM)
 
     async def scale_to(self, desired: int) -> None:
         live = self.live()
@@ -446,6 +450,7 @@ class Result:
     p99_ms: float
     pod_seconds: float
     capacity_s: list[float | None]
+    decision_s: list[float | None]
     max_pods: int
     decisions: int
     scale_changes: int
@@ -463,8 +468,11 @@ def summarise(model: str, trace: list[Phase], loadgen: LoadGen, cluster: Cluster
         reached = next((t - burst.start for t, ready in timeline
                         if t >= burst.start and ready * threads >= burst.clients), None)
         capacity.append(reached)
+    # The autoscaler's own part of that: until a decision asked for enough pods (the rest is pod start-up).
+    decided = [next((t - burst.start for t, desired, *_ in decisions
+                     if t >= burst.start and desired * threads >= burst.clients), None) for burst in bursts(trace)]
     changes = sum(1 for a, b in zip(decisions, decisions[1:]) if a[1] != b[1])
-    return Result(model, len(records), refused + slow, refused, slow, p99, cluster.pod_seconds(end), capacity,
+    return Result(model, len(records), refused + slow, refused, slow, p99, cluster.pod_seconds(end), capacity, decided,
                   max((r for _, r in timeline), default=0), len(decisions), changes)
 
 
@@ -541,10 +549,11 @@ def ratio(a: float, b: float) -> str:
 
 
 def table(results: list[Result]) -> str:
-    lines = ["| model | s to capacity (per burst) | requests | 503 or queued >100 ms | p99 ms | pod-seconds | max pods | scale changes |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | s to capacity (per burst) | s to decision | requests | 503 or queued >100 ms | p99 ms | pod-seconds "
+             "| max pods | scale changes |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.model} | {fmt_capacity(r.capacity_s)} | {r.requests} | {r.bad} ({r.refused} refused) | "
+        lines.append(f"| {r.model} | {fmt_capacity(r.capacity_s)} | {fmt_capacity(r.decision_s)} | {r.requests} | {r.bad} ({r.refused} refused) | "
                      f"{r.p99_ms:.0f} | {r.pod_seconds:.0f} | {r.max_pods} | {r.scale_changes} |")
     base = next((r for r in results if r.model == "concurrency"), None)
     others = [r for r in results if r is not base]
@@ -558,7 +567,7 @@ def table(results: list[Result]) -> str:
 
 def find_operator() -> str | None:
     for profile in ("release", "debug"):
-        candidate = REPO / "target" / profile / "wharf-operator"
+        candidate = REPO / os.environ.get("CARGO_TARGET_DIR", "target") / profile / "wharf-operator"
         if candidate.exists():
             return str(candidate)
     return shutil.which("wharf-operator")
@@ -571,7 +580,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="bursts: two bursts in 55 s (default); long: three bursts 90 s apart in 330 s")
     p.add_argument("--models", default=None, help=f"comma-separated subset of {','.join(MODELS)}")
     p.add_argument("--wharf", default=shutil.which("wharf", path=str(Path(sys.executable).parent)) or "wharf")
-    p.add_argument("--operator", default=None, help="wharf-operator binary (default: target/{release,debug})")
+    p.add_argument("--operator", default=None, help="wharf-operator binary (default: $CARGO_TARGET_DIR or target/, release then debug)")
     p.add_argument("--low", type=int, default=None, help="clients outside bursts (default 10, smoke 2)")
     p.add_argument("--high", type=int, default=None, help="clients during bursts (default 200, smoke 40)")
     p.add_argument("--threads", type=int, default=None, help="Python threads per pod (default 32, smoke 8)")

@@ -18,7 +18,8 @@ pub struct Params {
     pub max_replicas: u32,
     /// Share of the Python threads that should be busy or queued, in percent.
     pub target_utilization_percent: u32,
-    /// The stable window: no scale-down happens before the load has been lower for this long.
+    /// The stable window: the count follows the mean load over it, and moves down only once it
+    /// has been observed in full and no rise happened within it.
     pub scale_down_delay: Duration,
     pub panic_window: Duration,
     pub panic_threshold_percent: u32,
@@ -91,9 +92,10 @@ pub enum Reason {
     Steady,
     /// Scale up on the newest load, over the panic threshold.
     PanicBurst,
-    /// Scale up on the load of the panic window.
+    /// Scale up on the mean load of the stable window.
     LoadRose,
-    /// The load fell, but not for a whole stable window yet.
+    /// Both windows need fewer pods, but the stable window is not observed in full yet or the
+    /// count rose within it.
     HeldByStableWindow {
         want: u32,
     },
@@ -101,7 +103,7 @@ pub enum Reason {
     HeldByPanic {
         want: u32,
     },
-    /// The load has been lower for a whole stable window.
+    /// Both windows need fewer pods: down to what the busier of them needs.
     LoadFell,
     RateLimitedUp {
         want: u32,
@@ -176,7 +178,8 @@ impl fmt::Display for Decision {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Panic {
-    /// The last tick that was over the panic threshold; panic ends one stable window after it.
+    /// The last tick that was over the panic threshold; a panic lasts at least a panic window
+    /// past it.
     last_over: Duration,
     /// The most replicas asked for during this panic; a panic never asks for fewer.
     peak: u32,
@@ -187,6 +190,8 @@ struct Panic {
 pub struct State {
     window: Window,
     panic: Option<Panic>,
+    /// The last scale-up in stable mode: no scale-down for a stable window after it.
+    last_rise: Option<Duration>,
 }
 
 impl State {
@@ -234,23 +239,21 @@ pub fn decide(state: &mut State, p: &Params, o: &Observation) -> Decision {
     let pods_for = |l: f64| ceil_u32(l / per_pod_target);
 
     let horizon = p.scale_down_delay.max(p.panic_window);
-    state.window.push(
-        Tick {
-            at: o.now,
-            load,
-            want: 0,
-        },
-        horizon,
-    );
+    state.window.push(Tick { at: o.now, load }, horizon);
+    let stable_mean = state
+        .window
+        .mean_load(o.now, p.scale_down_delay)
+        .unwrap_or(load);
     let short = state
         .window
         .mean_load(o.now, p.panic_window)
         .unwrap_or(load);
-    let want = pods_for(short);
+    // Pods for the mean load of the stable window, and of the panic window.
+    let stable_want = pods_for(stable_mean);
+    let short_want = pods_for(short);
     // The newest sample is exact at scrape time, so a rise needs no averaging to be believed; a fall
     // has to last through the windows.
     let burst = pods_for(load.max(short));
-    state.window.set_last_want(want);
 
     let over = f64::from(burst) >= ready.max(1.0) * f64::from(p.panic_threshold_percent) / 100.0;
     state.panic = match state.panic {
@@ -258,13 +261,15 @@ pub fn decide(state: &mut State, p: &Params, o: &Observation) -> Decision {
             last_over: o.now,
             peak: state.panic.map_or(0, |pn| pn.peak),
         }),
-        Some(pn) if o.now.saturating_sub(pn.last_over) < p.scale_down_delay => Some(pn),
+        // A panic ends once its last trigger has left the panic window and that window no longer
+        // asks for more than the stable one: the burst is over, or the stable mean has caught up.
+        Some(pn)
+            if o.now.saturating_sub(pn.last_over) < p.panic_window || short_want > stable_want =>
+        {
+            Some(pn)
+        }
         _ => None,
     };
-    let stable_want = state
-        .window
-        .max_want(o.now, p.scale_down_delay)
-        .unwrap_or(want);
 
     let (mut desired, mut reason) = match &mut state.panic {
         Some(pn) => {
@@ -272,24 +277,30 @@ pub fn decide(state: &mut State, p: &Params, o: &Observation) -> Decision {
             pn.peak = asked;
             let reason = if asked > o.current {
                 Reason::PanicBurst
-            } else if want < o.current {
-                Reason::HeldByPanic { want }
+            } else if short_want < o.current {
+                Reason::HeldByPanic { want: short_want }
             } else {
                 Reason::Steady
             };
             (asked, reason)
         }
+        None if stable_want > o.current => (stable_want, Reason::LoadRose),
         None => {
-            let reason = if stable_want > o.current {
-                Reason::LoadRose
-            } else if stable_want < o.current {
-                Reason::LoadFell
-            } else if want < o.current {
-                Reason::HeldByStableWindow { want }
+            // Down only as far as both windows allow, and not while the stable window is still
+            // filling or within a stable window of the last rise: under steady load the stable mean
+            // can hover at a pod boundary, and this keeps it from flapping there.
+            let want = stable_want.max(short_want);
+            let held = !state.window.covers(o.now, p.scale_down_delay)
+                || state
+                    .last_rise
+                    .is_some_and(|at| o.now.saturating_sub(at) < p.scale_down_delay);
+            if want >= o.current {
+                (o.current, Reason::Steady)
+            } else if held {
+                (o.current, Reason::HeldByStableWindow { want })
             } else {
-                Reason::Steady
-            };
-            (stable_want, reason)
+                (want, Reason::LoadFell)
+            }
         }
     };
 
@@ -302,7 +313,10 @@ pub fn decide(state: &mut State, p: &Params, o: &Observation) -> Decision {
         reason = Reason::RateLimitedDown { want: desired };
         desired = down_floor;
     }
-    let (desired, bounded) = bound(desired, p, want);
+    let (desired, bounded) = bound(desired, p, short_want.max(stable_want));
+    if state.panic.is_none() && desired > o.current {
+        state.last_rise = Some(o.now);
+    }
     Decision {
         desired,
         mode: state.mode(),
@@ -431,10 +445,40 @@ mod tests {
         for pair in downs.windows(2) {
             assert!(pair[1] - pair[0] >= 60, "scale-downs at {downs:?}");
         }
+        assert_eq!(current, 4, "a mean of 27 threads at 70 % of 10 needs 4");
+    }
+
+    #[test]
+    fn a_mean_hovering_at_a_pod_boundary_moves_down_at_most_once_per_window() {
+        let p = params();
+        let mut s = State::default();
+        let mut current = 4;
+        let (mut ups, mut downs) = (Vec::new(), Vec::new());
+        for now in 0..900u64 {
+            // 20 s at 31, 20 s at 25: the minute's mean swings across 28 (4 pods' worth).
+            let load = if now % 40 < 20 { 31 } else { 25 };
+            let d = tick(&mut s, &p, now, current, load);
+            assert_eq!(d.mode, Mode::Stable, "at {now} s: {d}");
+            if d.desired > current {
+                ups.push(now);
+            } else if d.desired < current {
+                downs.push(now);
+            }
+            current = d.desired;
+        }
         assert!(
-            current >= 4,
-            "34 threads at 70 % of 10 need 5 at peak, got {current}"
+            ups.len() > 1,
+            "the mean must cross the boundary: ups {ups:?}"
         );
+        for pair in downs.windows(2) {
+            assert!(pair[1] - pair[0] >= 60, "scale-downs at {downs:?}");
+        }
+        for down in &downs {
+            assert!(
+                ups.iter().all(|up| up > down || down - up >= 60),
+                "a scale-down within a stable window of a rise: ups {ups:?}, downs {downs:?}"
+            );
+        }
     }
 
     #[test]
@@ -465,20 +509,66 @@ mod tests {
     }
 
     #[test]
-    fn never_scales_down_while_panicking() {
+    fn a_sustained_burst_is_held_until_the_stable_mean_catches_up() {
         let p = params();
         let mut s = State::default();
-        follow(&mut s, &p, 0, 10, 1, 5);
-        assert_eq!(tick(&mut s, &p, 10, 1, 70).desired, 10);
-        // The burst is gone at once; the panic holds the count for a whole stable window.
-        for now in 11..70 {
-            let d = tick(&mut s, &p, now, 10, 5);
-            assert_eq!(d.desired, 10, "at {now} s");
-            assert_eq!(d.mode, Mode::Panic, "at {now} s");
+        follow(&mut s, &p, 0, 70, 1, 5);
+        let mut current = 1;
+        let mut modes = Vec::new();
+        for now in 70..200 {
+            let d = tick(&mut s, &p, now, current, 70);
+            assert!(
+                d.desired >= current,
+                "never down under the burst, at {now} s: {d}"
+            );
+            current = d.desired;
+            modes.push((now, d.mode));
         }
-        let d = tick(&mut s, &p, 70, 10, 5);
-        assert_eq!(d.mode, Mode::Stable);
-        assert!(d.desired < 10, "{d}");
+        assert_eq!(current, 10);
+        // Pods for the stable mean reach 10 once it exceeds 63: 53 s of 70 and 7 of 5.
+        let first_stable = modes
+            .iter()
+            .find(|(_, m)| *m == Mode::Stable)
+            .map(|(t, _)| *t);
+        assert_eq!(first_stable, Some(123), "{modes:?}");
+        assert!(
+            modes
+                .iter()
+                .filter(|(t, _)| *t >= 123)
+                .all(|(_, m)| *m == Mode::Stable)
+        );
+    }
+
+    #[test]
+    fn a_panic_ends_a_panic_window_after_the_burst_and_the_count_follows_the_stable_mean() {
+        let p = params();
+        let mut s = State::default();
+        follow(&mut s, &p, 0, 70, 1, 5);
+        // 15 s of 70 busy threads (10 pods), then back to 5.
+        let (current, _) = follow(&mut s, &p, 70, 85, 1, 70);
+        assert_eq!((current, s.mode()), (10, Mode::Panic));
+        // The panic window's mean still asks for more than the stable mean for 3 ticks.
+        for now in 85..88 {
+            let d = tick(&mut s, &p, now, 10, 5);
+            assert_eq!((d.desired, d.mode), (10, Mode::Panic), "at {now} s: {d}");
+            assert!(
+                matches!(d.reason, Reason::HeldByPanic { .. }),
+                "at {now} s: {d}"
+            );
+        }
+        // Then the stable mean rules: (15 x 70 + 45 x 5) / 60 = 21.25 threads, 4 pods, reached in
+        // rate-limited halvings.
+        let d = tick(&mut s, &p, 88, 10, 5);
+        assert_eq!(d.mode, Mode::Stable, "{d}");
+        assert_eq!(
+            (d.desired, d.reason),
+            (5, Reason::RateLimitedDown { want: 4 })
+        );
+        let d = tick(&mut s, &p, 89, 5, 5);
+        assert_eq!((d.desired, d.reason), (4, Reason::LoadFell));
+        // The burst leaves the stable window between 130 and 144 s; the count follows it to 1.
+        let (current, changes) = follow(&mut s, &p, 90, 150, 4, 5);
+        assert_eq!((current, changes), (1, vec![3, 2, 1]));
     }
 
     #[test]
@@ -490,35 +580,68 @@ mod tests {
         let mut s = State::default();
         let (current, _) = follow(&mut s, &p, 0, 70, 8, 50);
         assert_eq!(current, 8);
-        // Load falls to 7 busy threads (1 pod) at t = 70.
-        for now in 70..129 {
-            let d = tick(&mut s, &p, now, 8, 7);
-            assert_eq!(d.desired, 8, "at {now} s: {d}");
+        // Load falls to 7 busy threads (1 pod) at t = 70. The count falls with the stable mean: it
+        // never asks for less than the mean of the last 60 s needs, and reaches 1 pod exactly when
+        // the last tick of the old load leaves the window.
+        let mut current = 8;
+        for now in 70..160u64 {
+            let d = tick(&mut s, &p, now, current, 7);
+            let old = 129u64.saturating_sub(now).min(60) as f64;
+            let mean = (50.0 * old + 7.0 * (60.0 - old)) / 60.0;
+            assert!(d.desired <= current, "at {now} s: {d}");
             assert!(
-                matches!(d.reason, Reason::HeldByStableWindow { .. }),
-                "at {now} s: {d}"
+                f64::from(d.desired) >= (mean / 7.0).ceil(),
+                "below the stable mean's {mean} at {now} s: {d}"
+            );
+            if d.desired < current {
+                assert_eq!(d.reason, Reason::LoadFell, "at {now} s");
+            }
+            assert_eq!(d.desired == 1, now >= 129, "at {now} s: {d}");
+            current = d.desired;
+        }
+    }
+
+    #[test]
+    fn no_scale_down_before_a_whole_stable_window_is_observed() {
+        // An operator that just started (or took over the lease) knows nothing of the last minute.
+        let p = params();
+        let mut s = State::default();
+        for now in 0..60 {
+            let d = tick(&mut s, &p, now, 8, 7);
+            assert_eq!(
+                (d.desired, d.reason),
+                (8, Reason::HeldByStableWindow { want: 1 }),
+                "at {now} s"
             );
         }
-        // The last tick that wanted 8 was t = 69 (from t = 70 the panic window's mean is below 8
-        // pods' worth); it leaves the stable window at t = 129. The count then follows the wants
-        // of t = 70.. (the panic window's mean sliding down) one window later.
-        let mut current = 8;
-        let mut changes = Vec::new();
-        for now in 129..160 {
-            let d = tick(&mut s, &p, now, current, 7);
+        let d = tick(&mut s, &p, 60, 8, 7);
+        assert_eq!(
+            (d.desired, d.reason),
+            (4, Reason::RateLimitedDown { want: 1 })
+        );
+    }
+
+    #[test]
+    fn a_rise_below_the_panic_threshold_follows_the_stable_mean() {
+        let p = params();
+        let mut s = State::default();
+        let (current, _) = follow(&mut s, &p, 0, 70, 4, 27);
+        assert_eq!(current, 4);
+        // 27 -> 40 busy threads (6 pods' worth, 1.5x what 4 pods are sized for).
+        let mut current = 4;
+        let mut ups = Vec::new();
+        for now in 70..140 {
+            let d = tick(&mut s, &p, now, current, 40);
+            assert_eq!(d.mode, Mode::Stable, "at {now} s: {d}");
             if d.desired != current {
-                assert!(d.desired < current, "at {now} s: {d}");
-                assert_eq!(d.reason, Reason::LoadFell, "at {now} s");
-                changes.push(now);
+                assert!(d.desired > current, "at {now} s: {d}");
+                assert_eq!(d.reason, Reason::LoadRose);
+                ups.push((now, d.desired));
             }
             current = d.desired;
         }
-        assert_eq!(current, 1);
-        assert_eq!(changes.first(), Some(&129));
-        assert!(
-            changes.iter().all(|&t| t < 129 + 6),
-            "within a panic window: {changes:?}"
-        );
+        // The mean passes 28 (5 pods) after 5 ticks of the new load and 35 (6 pods) after 37.
+        assert_eq!(ups, vec![(74, 5), (106, 6)]);
     }
 
     #[test]
@@ -529,9 +652,10 @@ mod tests {
             ..params()
         };
         let mut s = State::default();
-        let d = tick(&mut s, &p, 0, 3, 1);
+        follow(&mut s, &p, 0, 60, 3, 1);
+        let d = tick(&mut s, &p, 60, 3, 1);
         assert_eq!((d.desired, d.reason), (3, Reason::AtMin { want: 1 }));
-        let d = tick(&mut s, &p, 1, 3, 300);
+        let d = tick(&mut s, &p, 61, 3, 300);
         assert_eq!(d.desired, 6);
         assert!(matches!(d.reason, Reason::AtMax { .. }), "{d}");
         // A count outside the bounds (min was raised) is corrected even without samples.
@@ -568,7 +692,7 @@ mod tests {
         let d = tick(&mut s, &p, 1, 2, 70);
         assert_eq!(d.desired, 4);
         // 16 pods with nearly nothing to do may halve, not drop to 1.
-        let d = tick(&mut s, &p, 10, 16, 1);
+        let d = tick(&mut s, &p, 2, 16, 1);
         assert_eq!(
             (d.desired, d.reason),
             (8, Reason::RateLimitedDown { want: 1 })

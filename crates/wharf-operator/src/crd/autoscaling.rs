@@ -38,8 +38,8 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_target_utilization")]
     #[schemars(range(min = 1, max = 100))]
     pub target_utilization_percent: i32,
-    /// Concurrency: the stable window; the load must have been lower for this long before a pod is
-    /// removed.
+    /// Concurrency: the stable window; the count follows the mean load over it, and goes down
+    /// only once a whole window is observed and no rise happened within it.
     #[serde(default = "default_scale_down_delay")]
     #[schemars(range(min = 1, max = 3600))]
     pub scale_down_delay_seconds: i32,
