@@ -32,6 +32,12 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 const H2_REFUSED: &[u8] = b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain; charset=utf-8\r\n\
 Content-Length: 59\r\nConnection: close\r\n\r\nwharf speaks HTTP/1.1; put an HTTP/2 proxy in front of it.\n";
 
+/// A stop signal this soon after the first is the same stop delivered twice: `kill` to the
+/// process group (systemd's default `KillMode=control-group`, init wrappers) reaches a worker
+/// directly and again through its supervisor. Taken as a second stop, it dropped the requests
+/// in flight; a person asking twice takes longer than this.
+const SAME_STOP: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 pub(crate) struct Timeouts {
     pub(crate) header: Duration,
@@ -121,6 +127,7 @@ impl Server {
             tokio::spawn(Arc::clone(&self).accept_loop(listener, drain_rx.clone(), Arc::clone(&open)));
         }
         let Some(signal) = signals.recv().await else { return Drained::Clean };
+        let first = tokio::time::Instant::now();
         tracing::info!(signal, "draining: no new connections, finishing in-flight requests");
         self.shared.draining.store(true, Ordering::Relaxed);
         drain_tx.send_replace(true);
@@ -135,6 +142,10 @@ impl Server {
                 _ = notified => {}
                 _ = tokio::time::sleep_until(deadline) => return Drained::TimedOut { open: remaining },
                 Some(signal) = signals.recv() => {
+                    if first.elapsed() < SAME_STOP {
+                        tracing::debug!(signal, "the stop signal again (to the process group and from the supervisor): still draining");
+                        continue;
+                    }
                     tracing::warn!(signal, "second stop signal: stopping now");
                     return Drained::Interrupted { open: remaining };
                 }
