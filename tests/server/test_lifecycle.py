@@ -286,46 +286,30 @@ def test_ctrl_c_to_the_whole_process_group_drains_cleanly(tmp_path, mode):
 
 
 @MODES
-def test_sigterm_to_the_whole_process_group_drains_in_flight_requests(tmp_path, mode):
+def test_sigterm_to_the_whole_process_group_drains_in_flight_requests(wharf, tmp_path, mode):
     """systemd (KillMode=control-group) and init wrappers signal every process of the group:
     each worker gets SIGTERM directly and again from its supervisor, and must not take the
     second copy as "stop now" (which dropped the requests in flight)."""
     import concurrent.futures
-    import subprocess
 
-    from conftest import wharf_command
-
-    log, gate = tmp_path / "log", tmp_path / "gate"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [*wharf_command(), "--bind", "127.0.0.1:0", "--workers", "2", "--chdir", str(APPS_DIR), *mode, "lifecycle_app:app"],
-            stderr=err,
-            start_new_session=True,
-        )
-        try:
-            wait_for(lambda: log.read_text().count("worker ready") >= 2, timeout=20)
-            port = int(re.search(r"listening on http://[^\s]*:(\d+)", log.read_text()).group(1))
-            entered = tmp_path / "gate.entered"
-            with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                held = [pool.submit(requests.get, f"http://127.0.0.1:{port}/block?gate={gate}", timeout=30) for _ in range(4)]
-                wait_for(lambda: entered.exists() and len(entered.read_text()) == 4, timeout=10)
-                # The group's copy reaches the workers first (tokio merges two copies that land
-                # before it looks, so the order is made explicit here), the supervisor's after.
-                workers = {int(pid) for pid in re.findall(r"worker ready[^\n]*?pid=(\d+)", log.read_text())}
-                assert len(workers) == 2, log.read_text()
-                for pid in workers:
-                    os.kill(pid, signal.SIGTERM)
-                wait_for(lambda: log.read_text().count("draining: no new connections") >= 2, timeout=10)
-                os.kill(proc.pid, signal.SIGTERM)
-                wait_for(lambda: log.read_text().count("draining worker (SIGTERM)") >= 2, timeout=10)
-                gate.touch()
-                assert [f.result().status_code for f in held] == [200] * 4
-            assert proc.wait(30) == 0
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-    text = log.read_text()
-    assert "second stop signal" not in text, text
+    server = wharf("lifecycle_app:app", "--workers", "2", *mode)
+    gate, entered = tmp_path / "gate", tmp_path / "gate.entered"
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        held = [pool.submit(requests.get, f"{server.url}/block?gate={gate}", timeout=30) for _ in range(4)]
+        wait_for(lambda: entered.exists() and len(entered.read_text()) == 4, timeout=10)
+        # The group's copy reaches the workers first (tokio merges two copies that land before
+        # it looks, so the order is made explicit here), the supervisor's after.
+        workers = {int(pid) for pid in re.findall(r"worker ready[^\n]*?pid=(\d+)", server.log())}
+        assert len(workers) == 2, server.log()
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: server.log().count("draining: no new connections") >= 2, timeout=10)
+        server.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: server.log().count("draining worker (SIGTERM)") >= 2, timeout=10)
+        gate.touch()
+        assert [f.result().status_code for f in held] == [200] * 4
+    assert server.proc.wait(30) == 0
+    assert "second stop signal" not in server.log(), server.log()
 
 
 def test_shutdown_delay_keeps_serving_while_readyz_fails(wharf):

@@ -408,6 +408,26 @@ mod tests {
 mod loom_tests {
     use super::*;
 
+    /// A consumer's loop, as the pool's threads run it: every item it took, once the queue
+    /// tells it to leave; `took` hears of each item as it is taken.
+    fn consume(q: &JobQueue<i32>, took: Option<loom::sync::mpsc::Sender<()>>) -> Vec<i32> {
+        let (mut got, mut searcher) = (Vec::new(), false);
+        loop {
+            if let Some(item) = q.try_pop(searcher) {
+                searcher = false;
+                got.push(item);
+                if let Some(took) = &took {
+                    took.send(()).ok();
+                }
+                q.done();
+            } else if q.wait() {
+                searcher = true;
+            } else {
+                return got;
+            }
+        }
+    }
+
     /// Two consumers looping as the pool's threads do and a producer pushing two items: in
     /// every interleaving each item is taken exactly once, before the queue is closed (so no
     /// close() wakes a consumer that a push failed to wake), and then both consumers leave.
@@ -419,21 +439,7 @@ mod loom_tests {
             let consumers: Vec<_> = (0..2)
                 .map(|_| {
                     let (q, took) = (Arc::clone(&q), took.clone());
-                    thread::spawn(move || {
-                        let (mut got, mut searcher) = (Vec::new(), false);
-                        loop {
-                            if let Some(item) = q.try_pop(searcher) {
-                                searcher = false;
-                                got.push(item);
-                                took.send(()).ok();
-                                q.done();
-                            } else if q.wait() {
-                                searcher = true;
-                            } else {
-                                return got;
-                            }
-                        }
-                    })
+                    thread::spawn(move || consume(&q, Some(took)))
                 })
                 .collect();
             assert_eq!(q.push(1), Ok(()));
@@ -458,20 +464,7 @@ mod loom_tests {
             q.hold();
             let consumer = {
                 let q = Arc::clone(&q);
-                thread::spawn(move || {
-                    let (mut got, mut searcher) = (Vec::new(), false);
-                    loop {
-                        if let Some(item) = q.try_pop(searcher) {
-                            searcher = false;
-                            got.push(item);
-                            q.done();
-                        } else if q.wait() {
-                            searcher = true;
-                        } else {
-                            return got;
-                        }
-                    }
-                })
+                thread::spawn(move || consume(&q, None))
             };
             let resumer = {
                 let q = Arc::clone(&q);
